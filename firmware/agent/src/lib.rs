@@ -1,0 +1,1 @@
+//! The device's agent for the district server: enrolment, config, schedule cache, heartbeat.

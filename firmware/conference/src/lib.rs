@@ -1,0 +1,1 @@
+//! Conference connectors: the signalling trait and its Janus VideoRoom implementation.

@@ -1,0 +1,1 @@
+//! Room controls: remote keys (evdev), HDMI-CEC, GPIO buttons and LEDs.

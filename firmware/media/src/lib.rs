@@ -1,0 +1,1 @@
+//! GStreamer pipelines: camera and microphone to WebRTC, WebRTC to display and speaker.

@@ -1,0 +1,1 @@
+//! Wire types shared by the room daemon and the district server.

@@ -1,0 +1,1 @@
+//! End-to-end test harness: Janus in a network namespace, daemons on sim boards.
