@@ -1,130 +1,35 @@
 //! Board profiles as data, board detection and device probing.
 //!
-//! A board profile says which GStreamer elements a room uses on that board:
-//! camera and microphone sources, the video encoder and its properties, the
-//! decoder and the display and speaker sinks. Profiles live as TOML files in
-//! `board-support/boards/` and are compiled into the binary; the daemon picks
-//! one at run time (from config, or detected from the devicetree).
+//! This crate owns everything the room needs to know about the hardware it
+//! runs on, and nothing about what the room does:
+//!
+//! - [`profile`]: a board profile says which GStreamer elements a room uses
+//!   on that board: camera and microphone sources, the video encoders (in
+//!   order of preference) and their properties, the decoder and the display
+//!   and speaker sinks, and the device nodes they need. Profiles live as TOML
+//!   files in `board-support/boards/` and are compiled into the binary.
+//! - [`detect`]: which board this is, from `/proc/device-tree/compatible` or
+//!   DMI, overridable from config; unknown boards get the `generic` profile.
+//! - [`select`]: probes the GStreamer registry and the device nodes (both
+//!   behind traits with real and fake implementations) and picks the first
+//!   usable encoder, decoder and sink, saying why each skipped one was skipped.
+//! - [`camera`]: V4L2 camera discovery (ioctl driver and sysfs) and the pure
+//!   choice of capture mode.
+//! - [`audio`]: ALSA speakerphone discovery from `/proc/asound`.
+//! - [`encoder`]: per-encoder knowledge (bitrate units, software or not).
+//!
+//! Every function that reads the system takes a root path, so tests run
+//! against fixture trees in `tests/fixtures/`.
 
-use std::collections::BTreeMap;
+pub mod audio;
+pub mod camera;
+pub mod detect;
+pub mod encoder;
+pub mod profile;
+pub mod select;
+mod v4l2;
 
-use serde::Deserialize;
-
-/// An element and the properties to set on it, as GStreamer would parse them
-/// from a `gst-launch-1.0` line (values are strings, converted by GStreamer).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ElementSpec {
-    pub element: String,
-    #[serde(default)]
-    pub properties: BTreeMap<String, String>,
-}
-
-impl ElementSpec {
-    /// The spec as a `gst-launch-1.0` fragment, e.g. `x264enc tune=zerolatency`.
-    pub fn launch_fragment(&self) -> String {
-        let mut s = self.element.clone();
-        for (k, v) in &self.properties {
-            s.push(' ');
-            s.push_str(k);
-            s.push('=');
-            s.push_str(v);
-        }
-        s
-    }
-}
-
-/// Video capture and encode settings of a board.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VideoProfile {
-    pub source: ElementSpec,
-    pub width: u32,
-    pub height: u32,
-    pub framerate: u32,
-    /// Target bitrate of the encoder, kbit/s.
-    pub bitrate_kbps: u32,
-    /// Encoders in order of preference; the first one present is used.
-    pub encoders: Vec<ElementSpec>,
-    pub decoder: ElementSpec,
-    pub sink: ElementSpec,
-}
-
-/// Audio capture and playback settings of a board.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AudioProfile {
-    pub source: ElementSpec,
-    pub sink: ElementSpec,
-}
-
-/// Everything the daemon needs to know about one board.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BoardProfile {
-    /// Short name used in config files, e.g. `sim`, `rpi4`.
-    pub name: String,
-    pub description: String,
-    /// Devicetree `compatible` strings this profile matches.
-    #[serde(default)]
-    pub compatible: Vec<String>,
-    pub video: VideoProfile,
-    pub audio: AudioProfile,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProfileError {
-    #[error("unknown board {0:?}; known boards: {1}")]
-    Unknown(String, String),
-    #[error("board profile {name} is invalid")]
-    Parse {
-        name: String,
-        #[source]
-        source: toml::de::Error,
-    },
-}
-
-/// The profiles compiled into the binary, as (file name, TOML text).
-const BUILTIN: &[(&str, &str)] = &[("sim", include_str!("../boards/sim.toml"))];
-
-/// Names of all built-in board profiles.
-pub fn builtin_names() -> Vec<&'static str> {
-    BUILTIN.iter().map(|(n, _)| *n).collect()
-}
-
-/// Parses a board profile from TOML text.
-pub fn parse_profile(name: &str, text: &str) -> Result<BoardProfile, ProfileError> {
-    toml::from_str(text).map_err(|source| ProfileError::Parse {
-        name: name.to_string(),
-        source,
-    })
-}
-
-/// Loads a built-in profile by name.
-pub fn builtin(name: &str) -> Result<BoardProfile, ProfileError> {
-    let (_, text) = BUILTIN
-        .iter()
-        .find(|(n, _)| *n == name)
-        .ok_or_else(|| ProfileError::Unknown(name.to_string(), builtin_names().join(", ")))?;
-    parse_profile(name, text)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_builtin_profile_parses() {
-        for name in builtin_names() {
-            let p = builtin(name).expect(name);
-            assert_eq!(p.name, name);
-            assert!(!p.video.encoders.is_empty());
-        }
-    }
-
-    #[test]
-    fn unknown_board_lists_known_ones() {
-        let err = builtin("nope").unwrap_err().to_string();
-        assert!(err.contains("sim"), "{err}");
-    }
-}
+pub use profile::{
+    AudioProfile, BoardProfile, CameraProfile, DeviceRequirement, DmiPattern, ElementSpec,
+    ProfileError, Unavailable, VideoProfile, builtin, builtin_all, builtin_names, parse_profile,
+};
