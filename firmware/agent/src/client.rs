@@ -1,0 +1,353 @@
+//! The HTTP client for the district server: enrolment (unsigned) and
+//! Ed25519-signed device requests (see `diemcau_ops_api::auth`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use diemcau_ops_api::auth::{SignedHeader, canonical_message};
+use diemcau_ops_api::*;
+use ed25519_dalek::{Signer as _, SigningKey};
+use futures_util::StreamExt as _;
+use rand::TryRngCore as _;
+use serde::de::DeserializeOwned;
+
+use crate::sse::SseParser;
+
+/// A request to the district server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Network error, timeout, or a 5xx/502 from a proxy: try again later.
+    #[error("district server unreachable at {url}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered with an error status (not worth retrying as is).
+    #[error("district server refused {path}: {status} {}: {}", .error.code, .error.message)]
+    Rejected {
+        path: String,
+        status: u16,
+        error: ApiError,
+    },
+    /// The server answered 5xx.
+    #[error("district server failed on {path}: {status}")]
+    ServerError { path: String, status: u16 },
+    /// The server's answer did not parse.
+    #[error("unexpected answer from district server on {path}")]
+    Decode {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Could not build an HTTP client (TLS set-up).
+    #[error("cannot set up the HTTP client")]
+    Setup(#[source] reqwest::Error),
+}
+
+impl ClientError {
+    /// `true` when the server said this device is revoked.
+    pub fn is_revoked(&self) -> bool {
+        matches!(self, ClientError::Rejected { error, .. } if error.code == "revoked")
+    }
+
+    /// `true` for errors worth retrying later (network, 5xx, clock skew).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } | ClientError::ServerError { .. } => true,
+            ClientError::Rejected { error, status, .. } => {
+                error.code == "clock_skew" || error.code == "replay" || *status == 429
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The signing identity of an enrolled device.
+#[derive(Clone)]
+pub struct Credentials {
+    pub device_id: String,
+    pub key: SigningKey,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("device_id", &self.device_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Client for one district server.
+#[derive(Debug, Clone)]
+pub struct OpsClient {
+    http: reqwest::Client,
+    base: String,
+    creds: Option<Credentials>,
+    /// server clock minus local clock, milliseconds.
+    offset_ms: Arc<AtomicI64>,
+}
+
+/// Current local unix time in milliseconds.
+pub fn local_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A random URL-safe string of `n` bytes of entropy.
+pub fn random_token(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    // OsRng failing means the kernel has no entropy source: nothing sane to do.
+    if rand::rngs::OsRng.try_fill_bytes(&mut b).is_err() {
+        rand::fill(&mut b[..]);
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+impl OpsClient {
+    /// A client for `base` (e.g. `https://ops.huyen-a.example`).
+    pub fn new(base: &str, creds: Option<Credentials>) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("diemcau-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ClientError::Setup)?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            creds,
+            offset_ms: Arc::new(AtomicI64::new(0)),
+        })
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The same client signing as `creds`.
+    pub fn with_credentials(&self, creds: Credentials) -> Self {
+        Self {
+            creds: Some(creds),
+            ..self.clone()
+        }
+    }
+
+    /// Server time estimate, unix seconds.
+    pub fn server_now(&self) -> i64 {
+        (local_now_ms() + self.offset_ms.load(Ordering::Relaxed)) / 1000
+    }
+
+    fn learn_time(&self, server_time_s: i64) {
+        let off = server_time_s * 1000 - local_now_ms();
+        // Only correct when the difference is larger than the second of
+        // rounding; keeps signatures stable on a well-synchronised board.
+        if (off - self.offset_ms.load(Ordering::Relaxed)).abs() > 2000 {
+            self.offset_ms.store(off, Ordering::Relaxed);
+        }
+    }
+
+    fn sign(&self, method: &str, path: &str, body: &[u8]) -> Option<String> {
+        let creds = self.creds.as_ref()?;
+        let ts_ms = local_now_ms() + self.offset_ms.load(Ordering::Relaxed);
+        let nonce = random_token(12);
+        let msg = canonical_message(method, path, ts_ms, &nonce, body);
+        let h = SignedHeader {
+            device_id: creds.device_id.clone(),
+            ts_ms,
+            nonce,
+            signature: creds.key.sign(&msg).to_bytes(),
+        };
+        Some(h.to_header_value())
+    }
+
+    /// Builds a signed request (public for tests that replay it).
+    pub fn signed_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> reqwest::RequestBuilder {
+        let mut rb = self
+            .http
+            .request(method.clone(), format!("{}{}", self.base, path))
+            .header("content-type", "application/json");
+        if let Some(h) = self.sign(method.as_str(), path, &body) {
+            rb = rb.header("authorization", h);
+        }
+        rb.body(body)
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let resp = self
+                .signed_request(method.clone(), path, body.clone())
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    url: self.base.clone(),
+                    source,
+                })?;
+            match decode(path, resp).await {
+                Err(ClientError::Rejected { error, .. })
+                    if error.code == "clock_skew" && attempt == 1 =>
+                {
+                    if let Some(t) = error.server_time {
+                        self.offset_ms
+                            .store(t * 1000 - local_now_ms(), Ordering::Relaxed);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// `POST /api/v1/enrol`.
+    pub async fn enrol(&self, req: &EnrolRequest) -> Result<EnrolResponse, ClientError> {
+        let body = serde_json::to_vec(req).unwrap_or_default();
+        let r: EnrolResponse = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/enrol",
+                body,
+                Duration::from_secs(15),
+            )
+            .await?;
+        self.learn_time(r.server_time);
+        Ok(r)
+    }
+
+    /// `GET /api/v1/device/schedule`.
+    pub async fn schedule(&self) -> Result<Schedule, ClientError> {
+        let r: Schedule = self
+            .call(
+                reqwest::Method::GET,
+                "/api/v1/device/schedule",
+                Vec::new(),
+                Duration::from_secs(15),
+            )
+            .await?;
+        self.learn_time(r.server_time);
+        Ok(r)
+    }
+
+    /// `POST /api/v1/device/heartbeat`.
+    pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<HeartbeatAck, ClientError> {
+        let body = serde_json::to_vec(hb).unwrap_or_default();
+        let r: HeartbeatAck = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/device/heartbeat",
+                body,
+                Duration::from_secs(10),
+            )
+            .await?;
+        self.learn_time(r.server_time);
+        Ok(r)
+    }
+
+    /// `POST /api/v1/device/events`.
+    pub async fn events(&self, batch: &EventBatch) -> Result<EventsAck, ClientError> {
+        let body = serde_json::to_vec(batch).unwrap_or_default();
+        self.call(
+            reqwest::Method::POST,
+            "/api/v1/device/events",
+            body,
+            Duration::from_secs(15),
+        )
+        .await
+    }
+
+    /// Opens `GET /api/v1/device/push` and forwards each [`PushEvent`] to
+    /// `on_event` until the stream ends, goes silent for `idle`, or errors.
+    /// Returns `Ok(())` when the server closed the stream.
+    pub async fn push_stream(
+        &self,
+        idle: Duration,
+        mut on_event: impl FnMut(PushEvent),
+    ) -> Result<(), ClientError> {
+        let path = "/api/v1/device/push";
+        let resp = self
+            .signed_request(reqwest::Method::GET, path, Vec::new())
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
+        if !resp.status().is_success() {
+            return decode::<serde_json::Value>(path, resp).await.map(|_| ());
+        }
+        let mut stream = resp.bytes_stream();
+        let mut parser = SseParser::default();
+        loop {
+            let chunk = match tokio::time::timeout(idle, stream.next()).await {
+                Err(_) => return Ok(()),
+                Ok(None) => return Ok(()),
+                Ok(Some(Err(source))) => {
+                    return Err(ClientError::Unreachable {
+                        url: self.base.clone(),
+                        source,
+                    });
+                }
+                Ok(Some(Ok(c))) => c,
+            };
+            for data in parser.push(&chunk) {
+                match serde_json::from_str::<PushEvent>(&data) {
+                    Ok(ev) => on_event(ev),
+                    Err(e) => tracing::warn!(error = %e, "ignoring unknown push event"),
+                }
+            }
+        }
+    }
+}
+
+async fn decode<T: DeserializeOwned>(
+    path: &str,
+    resp: reqwest::Response,
+) -> Result<T, ClientError> {
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|source| ClientError::Unreachable {
+            url: path.to_owned(),
+            source,
+        })?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+            path: path.to_owned(),
+            source,
+        });
+    }
+    if status.is_server_error() {
+        return Err(ClientError::ServerError {
+            path: path.to_owned(),
+            status: status.as_u16(),
+        });
+    }
+    let error = serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| ApiError {
+        code: "http".into(),
+        message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+        server_time: None,
+    });
+    Err(ClientError::Rejected {
+        path: path.to_owned(),
+        status: status.as_u16(),
+        error,
+    })
+}
