@@ -187,7 +187,7 @@ pub enum DetectError {
     Override {
         name: String,
         #[source]
-        source: ProfileError,
+        source: Box<ProfileError>,
     },
     #[error("no {0:?} profile to fall back to for an unknown board")]
     NoFallback(&'static str),
@@ -253,7 +253,7 @@ pub fn detect_among(
             Some(p) => p.clone(),
             None => profile::builtin(name).map_err(|source| DetectError::Override {
                 name: name.to_string(),
-                source,
+                source: Box::new(source),
             })?,
         };
         if let Some((detected, _)) = match_identity(&identity, profiles)
