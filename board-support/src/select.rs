@@ -569,4 +569,33 @@ mod tests {
         assert!(r.has_element("fakesink"));
         assert!(!r.has_element("no-such-element-here"));
     }
+
+    /// Every element spec of every profile whose element this machine has
+    /// must parse in a launch line: property names, values, caps, quoting.
+    #[cfg(feature = "gstreamer")]
+    #[test]
+    fn launch_fragments_of_installed_elements_parse() {
+        let r = GstRegistry::new().unwrap();
+        let mut checked = 0;
+        for p in crate::profile::builtin_all() {
+            for e in &p.video.encoders {
+                if !r.has_element(&e.element) {
+                    continue;
+                }
+                let line = format!(
+                    "videotestsrc num-buffers=1 ! videoconvert ! {} ! fakesink",
+                    e.launch_fragment()
+                );
+                if let Err(err) = gst::parse::launch(&line) {
+                    panic!("{}: {line}: {err}", p.name);
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 6, "{checked}");
+        // And the check would catch a bad value.
+        let bad = ElementSpec::new("openh264enc").with_property("rate-control", "nonsense");
+        let line = format!("videotestsrc ! {} ! fakesink", bad.launch_fragment());
+        assert!(gst::parse::launch(&line).is_err());
+    }
 }
