@@ -213,11 +213,6 @@ pub fn wdioc_gettimeout<F: AsFd>(fd: &F) -> io::Result<libc::c_int> {
     Ok(t)
 }
 
-pub fn wdioc_keepalive<F: AsFd>(fd: &F) -> io::Result<()> {
-    let mut dummy: libc::c_int = 0;
-    ioctl_ptr(fd, WDIOC_KEEPALIVE, &mut dummy)
-}
-
 /// Registers an owned file with tokio's reactor (must run inside a runtime).
 pub fn async_fd(file: std::fs::File) -> io::Result<tokio::io::unix::AsyncFd<std::fs::File>> {
     // SAFETY: `File` owns its descriptor and returns the same one from every `as_raw_fd`
