@@ -1059,7 +1059,10 @@ mod tests {
             Ok(CecCommand::UserControlPressed(UiCommand::SELECT))
         );
         assert_eq!(msg("04:45").command(), Ok(CecCommand::UserControlReleased));
-        assert_eq!(msg("40:8f").command(), Ok(CecCommand::GiveDevicePowerStatus));
+        assert_eq!(
+            msg("40:8f").command(),
+            Ok(CecCommand::GiveDevicePowerStatus)
+        );
         assert_eq!(
             msg("04:90:00").command(),
             Ok(CecCommand::ReportPowerStatus(PowerStatus::On))
@@ -1141,14 +1144,23 @@ mod tests {
         assert_eq!(UiCommand::LEFT.to_remote_key(), Some(RemoteKey::Left));
         assert_eq!(UiCommand::RIGHT.to_remote_key(), Some(RemoteKey::Right));
         assert_eq!(UiCommand::EXIT.to_remote_key(), Some(RemoteKey::Back));
-        assert_eq!(UiCommand::VOLUME_UP.to_remote_key(), Some(RemoteKey::VolumeUp));
+        assert_eq!(
+            UiCommand::VOLUME_UP.to_remote_key(),
+            Some(RemoteKey::VolumeUp)
+        );
         assert_eq!(
             UiCommand::VOLUME_DOWN.to_remote_key(),
             Some(RemoteKey::VolumeDown)
         );
         assert_eq!(UiCommand::MUTE.to_remote_key(), Some(RemoteKey::Mute));
-        assert_eq!(UiCommand::NUMBER_0.to_remote_key(), Some(RemoteKey::Digit(0)));
-        assert_eq!(UiCommand::NUMBER_9.to_remote_key(), Some(RemoteKey::Digit(9)));
+        assert_eq!(
+            UiCommand::NUMBER_0.to_remote_key(),
+            Some(RemoteKey::Digit(0))
+        );
+        assert_eq!(
+            UiCommand::NUMBER_9.to_remote_key(),
+            Some(RemoteKey::Digit(9))
+        );
         assert_eq!(UiCommand(0x2a).to_remote_key(), None);
         assert_eq!(UiCommand(0x44).to_remote_key(), None); // Play
     }
@@ -1165,7 +1177,14 @@ mod tests {
             assert!(CecMessage::from_hex(bad).is_err(), "{bad:?}");
         }
         // Truncated operands.
-        for hex in ["4f:82:10", "04:44", "04:00:44", "4f:84:10:00", "40:90", "0f:86"] {
+        for hex in [
+            "4f:82:10",
+            "04:44",
+            "04:00:44",
+            "4f:84:10:00",
+            "40:90",
+            "0f:86",
+        ] {
             assert!(
                 matches!(
                     msg(hex).command(),
@@ -1174,7 +1193,15 @@ mod tests {
                 "{hex}"
             );
         }
-        assert!(CecMessage::new(LogicalAddress::TV, LogicalAddress::TV, Opcode::SetOsdName, &[0; 15]).is_err());
+        assert!(
+            CecMessage::new(
+                LogicalAddress::TV,
+                LogicalAddress::TV,
+                Opcode::SetOsdName,
+                &[0; 15]
+            )
+            .is_err()
+        );
         for bad in ["1.0.0", "1.0.0.0.0", "10.0.0.0", "g.0.0.0", "", "1..0.0"] {
             assert!(bad.parse::<PhysicalAddress>().is_err(), "{bad:?}");
         }
@@ -1307,7 +1334,9 @@ mod tests {
     fn tv_remote_keys_become_events_with_repeat() {
         let t0 = Instant::now();
         let mut c = tv(TvControlConfig::default(), t0);
-        for hex in ["04:44:00", "04:44:00", "04:45", "04:44:41", "04:44:44", "04:45"] {
+        for hex in [
+            "04:44:00", "04:44:00", "04:45", "04:44:41", "04:44:44", "04:45",
+        ] {
             c.message_received(t0, &msg(hex));
         }
         assert_eq!(

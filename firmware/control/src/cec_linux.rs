@@ -248,9 +248,7 @@ impl CecDevice for LinuxCec {
             ..CecMsgRaw::default()
         };
         match self.retry("CEC_RECEIVE", |f| sys::cec_receive(f, &mut raw)) {
-            Err(CecError::Io { source, .. })
-                if source.raw_os_error() == Some(libc::ETIMEDOUT) =>
-            {
+            Err(CecError::Io { source, .. }) if source.raw_os_error() == Some(libc::ETIMEDOUT) => {
                 return Ok(None);
             }
             other => other?,

@@ -378,8 +378,8 @@ impl KeyBitmap {
 
 /// The 26 letter keys, used to tell a keyboard from a remote.
 pub const LETTER_KEYS: [u16; 26] = [
-    30, 48, 46, 32, 18, 33, 34, 35, 23, 36, 37, 38, 50, 49, 24, 25, 16, 19, 31, 20, 22, 47, 17,
-    45, 21, 44,
+    30, 48, 46, 32, 18, 33, 34, 35, 23, 36, 37, 38, 50, 49, 24, 25, 16, 19, 31, 20, 22, 47, 17, 45,
+    21, 44,
 ];
 
 /// Keys that mark a device as able to drive the room: OK/enter, arrows, volume, mute.
@@ -434,12 +434,11 @@ impl DeviceInfo {
         let dev = class_dir.join("device");
         let caps_path = dev.join("capabilities/key");
         let caps = read_attr(&caps_path)?;
-        let keys = KeyBitmap::parse(&caps, layout.word_bits()).map_err(|_| {
-            EvdevError::BadAttribute {
+        let keys =
+            KeyBitmap::parse(&caps, layout.word_bits()).map_err(|_| EvdevError::BadAttribute {
                 path: caps_path.clone(),
                 text: truncated(&caps),
-            }
-        })?;
+            })?;
         Ok(DeviceInfo {
             name: read_attr(&dev.join("name"))?,
             bustype: read_hex_attr(&dev.join("id/bustype"))?,
@@ -665,60 +664,86 @@ fn open_device(node: &Path, grab: bool) -> io::Result<AsyncFd<File>> {
     crate::sys::async_fd(file)
 }
 
-async fn manage(config: EvdevConfig, tx: mpsc::Sender<KeyEvent>) {
-    // Readers live in the JoinSet: aborting this task drops it, which aborts them.
-    let mut readers: JoinSet<()> = JoinSet::new();
-    let mut open: HashMap<tokio::task::Id, PathBuf> = HashMap::new();
-    let mut reported: HashSet<PathBuf> = HashSet::new();
-    loop {
-        let scanned = scan(
-            &config.dev_root,
-            &config.sys_root,
-            config.layout,
-            &config.filter,
-        );
-        match scanned {
-            Ok(devices) => {
-                for dev in devices {
-                    let in_use = open.values().any(|p| *p == dev.node);
-                    match dev.verdict {
-                        Verdict::Remote if !in_use => match open_device(&dev.node, config.grab) {
-                            Ok(fd) => {
-                                tracing::info!(device = %dev.node.display(), name = %dev.info.name, "remote connected");
-                                let decoder = KeyDecoder::new(config.layout, config.keymap.clone());
-                                let handle = readers.spawn(read_device(
-                                    dev.node.clone(),
-                                    fd,
-                                    decoder,
-                                    tx.clone(),
-                                ));
-                                open.insert(handle.id(), dev.node);
-                            }
-                            Err(e) => {
-                                tracing::warn!(device = %dev.node.display(), error = %e, "cannot open remote")
-                            }
-                        },
-                        Verdict::Rejected(reason) if reported.insert(dev.node.clone()) => {
-                            tracing::debug!(device = %dev.node.display(), name = %dev.info.name, ?reason, "not a remote");
-                        }
-                        _ => {}
-                    }
-                }
+/// The scanning side of [`EvdevRemote`]: which nodes are open, which were reported.
+struct Manager {
+    config: EvdevConfig,
+    tx: mpsc::Sender<KeyEvent>,
+    // Readers live in the JoinSet: dropping the manager (task abort) aborts them.
+    readers: JoinSet<()>,
+    open: HashMap<tokio::task::Id, PathBuf>,
+    /// Nodes already logged as rejected or unopenable, so a 2 s rescan does not flood
+    /// the journal.
+    reported: HashSet<PathBuf>,
+}
+
+impl Manager {
+    fn rescan(&mut self) {
+        let cfg = &self.config;
+        let devices = match scan(&cfg.dev_root, &cfg.sys_root, cfg.layout, &cfg.filter) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot scan input devices");
+                return;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot scan input devices"),
+        };
+        for dev in devices {
+            if self.open.values().any(|p| *p == dev.node) {
+                continue;
+            }
+            if let Verdict::Rejected(reason) = dev.verdict {
+                if self.reported.insert(dev.node.clone()) {
+                    tracing::debug!(device = %dev.node.display(), name = %dev.info.name, ?reason, "not a remote");
+                }
+                continue;
+            }
+            match open_device(&dev.node, cfg.grab) {
+                Ok(fd) => {
+                    tracing::info!(device = %dev.node.display(), name = %dev.info.name, "remote connected");
+                    self.reported.remove(&dev.node);
+                    let decoder = KeyDecoder::new(cfg.layout, cfg.keymap.clone());
+                    let reader = read_device(dev.node.clone(), fd, decoder, self.tx.clone());
+                    let handle = self.readers.spawn(reader);
+                    self.open.insert(handle.id(), dev.node);
+                }
+                Err(e) if self.reported.insert(dev.node.clone()) => {
+                    tracing::warn!(device = %dev.node.display(), error = %e, "cannot open remote");
+                }
+                Err(_) => {}
+            }
         }
+    }
+
+    fn reader_done(&mut self, id: tokio::task::Id) {
+        if let Some(node) = self.open.remove(&id) {
+            tracing::info!(device = %node.display(), "remote disconnected");
+        }
+    }
+}
+
+async fn manage(config: EvdevConfig, tx: mpsc::Sender<KeyEvent>) {
+    let every = config.rescan_every.max(Duration::from_millis(10));
+    let mut m = Manager {
+        config,
+        tx,
+        readers: JoinSet::new(),
+        open: HashMap::new(),
+        reported: HashSet::new(),
+    };
+    let mut next_scan = tokio::time::Instant::now();
+    loop {
+        // A device that fails at once is retried on the next scan, never in a hot loop.
         tokio::select! {
-            _ = tx.closed() => return,
-            _ = tokio::time::sleep(config.rescan_every) => {}
-            Some(done) = readers.join_next_with_id() => {
+            _ = m.tx.closed() => return,
+            _ = tokio::time::sleep_until(next_scan) => {
+                m.rescan();
+                next_scan = tokio::time::Instant::now() + every;
+            }
+            Some(done) = m.readers.join_next_with_id() => {
                 let id = match done {
                     Ok((id, ())) => id,
                     Err(e) => e.id(),
                 };
-                if let Some(node) = open.remove(&id) {
-                    reported.remove(&node);
-                    tracing::info!(device = %node.display(), "remote disconnected");
-                }
+                m.reader_done(id);
             }
         }
     }
@@ -897,7 +922,10 @@ mod tests {
                 let _ = InputEvent::parse(&bytes[..n], layout);
             }
             for text in ["", " ", "zz", "1 2 x", "fffffffffffffffff", "-1"] {
-                assert!(KeyBitmap::parse(text, layout.word_bits()).is_err(), "{text}");
+                assert!(
+                    KeyBitmap::parse(text, layout.word_bits()).is_err(),
+                    "{text}"
+                );
             }
         }
         let long = "1 ".repeat(MAX_BITMAP_WORDS + 1);
@@ -909,9 +937,11 @@ mod tests {
     #[test]
     fn bitmap_reads_a_real_keyboard() {
         // capabilities/key of a common USB keyboard on arm64.
-        let kb =
-            KeyBitmap::parse("1000000000007 ff9f207ac14057ff febeffdfffefffff fffffffffffffffe", 64)
-                .unwrap();
+        let kb = KeyBitmap::parse(
+            "1000000000007 ff9f207ac14057ff febeffdfffefffff fffffffffffffffe",
+            64,
+        )
+        .unwrap();
         assert!(kb.contains(code::KEY_ESC));
         assert!(kb.contains(code::KEY_A));
         assert!(kb.contains(code::KEY_ENTER));

@@ -236,13 +236,14 @@ impl Debouncer {
                 ButtonEvent::Released
             });
         }
-        if self.stable && self.candidate && !self.long_sent {
-            if let Some(long) = self.config.long_press_ms {
-                if t_ms.saturating_sub(self.pressed_at) >= long {
-                    self.long_sent = true;
-                    return Some(ButtonEvent::LongPress);
-                }
-            }
+        if self.stable
+            && self.candidate
+            && !self.long_sent
+            && let Some(long) = self.config.long_press_ms
+            && t_ms.saturating_sub(self.pressed_at) >= long
+        {
+            self.long_sent = true;
+            return Some(ButtonEvent::LongPress);
         }
         None
     }
@@ -269,9 +270,7 @@ impl<P: InputPin> Button<P> {
     /// Reads the pin at `now_ms` (call every 5-10 ms).
     pub fn poll(&mut self, now_ms: u64) -> Result<Option<ButtonEvent>, P::Error> {
         let high = self.pin.is_high()?;
-        Ok(self
-            .debouncer
-            .sample(now_ms, self.polarity.is_active(high)))
+        Ok(self.debouncer.sample(now_ms, self.polarity.is_active(high)))
     }
 }
 

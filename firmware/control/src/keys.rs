@@ -326,10 +326,7 @@ fn top_row_digit(d: u8) -> u16 {
 /// (`"352"`, `"0x160"`).
 pub fn key_code_from_name(name: &str) -> Option<u16> {
     let name = name.trim();
-    if let Some(hex) = name
-        .strip_prefix("0x")
-        .or_else(|| name.strip_prefix("0X"))
-    {
+    if let Some(hex) = name.strip_prefix("0x").or_else(|| name.strip_prefix("0X")) {
         return u16::from_str_radix(hex, 16)
             .ok()
             .filter(|c| *c <= code::KEY_MAX);
@@ -664,7 +661,10 @@ mod tests {
         assert!(handle.press(RemoteKey::Ok));
         assert!(handle.send(KeyEvent::repeat(RemoteKey::VolumeUp)));
         drop(handle);
-        assert_eq!(remote.next_key().await, Some(KeyEvent::pressed(RemoteKey::Ok)));
+        assert_eq!(
+            remote.next_key().await,
+            Some(KeyEvent::pressed(RemoteKey::Ok))
+        );
         assert_eq!(
             remote.next_key().await,
             Some(KeyEvent::repeat(RemoteKey::VolumeUp))

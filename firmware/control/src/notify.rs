@@ -173,7 +173,9 @@ pub fn watchdog_timeout(
         return Ok(None);
     }
     match usec.trim().parse::<u64>() {
-        Ok(0) | Err(_) => Err(NotifyError::BadWatchdogUsec(usec.chars().take(40).collect())),
+        Ok(0) | Err(_) => Err(NotifyError::BadWatchdogUsec(
+            usec.chars().take(40).collect(),
+        )),
         Ok(n) => Ok(Some(Duration::from_micros(n))),
     }
 }
@@ -230,7 +232,11 @@ mod tests {
 
     #[test]
     fn sends_to_an_abstract_socket() {
-        let name = format!("diemcau-test-{}-{:?}", std::process::id(), std::thread::current().id());
+        let name = format!(
+            "diemcau-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        );
         let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
         let server = UnixDatagram::bind_addr(&addr).unwrap();
         server
@@ -245,7 +251,11 @@ mod tests {
     #[test]
     fn no_or_bad_socket() {
         assert!(Notifier::from_env_value(None).unwrap().is_none());
-        assert!(Notifier::from_env_value(Some(OsString::new())).unwrap().is_none());
+        assert!(
+            Notifier::from_env_value(Some(OsString::new()))
+                .unwrap()
+                .is_none()
+        );
         for bad in ["relative/path", "x", "@"] {
             // "@" alone is an empty abstract name, which Linux accepts; others are errors.
             let r = Notifier::connect(OsStr::new(bad));
@@ -270,8 +280,14 @@ mod tests {
             Some(Duration::from_secs(30))
         );
         // For another process (inherited environment): not ours.
-        assert_eq!(watchdog_timeout(Some("30000000"), Some("41"), 42).unwrap(), None);
-        assert_eq!(watchdog_timeout(Some("30000000"), Some("x"), 42).unwrap(), None);
+        assert_eq!(
+            watchdog_timeout(Some("30000000"), Some("41"), 42).unwrap(),
+            None
+        );
+        assert_eq!(
+            watchdog_timeout(Some("30000000"), Some("x"), 42).unwrap(),
+            None
+        );
         for bad in ["", "0", "-5", "1e6", "99999999999999999999999"] {
             assert!(watchdog_timeout(Some(bad), None, 1).is_err(), "{bad}");
         }

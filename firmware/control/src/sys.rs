@@ -61,25 +61,13 @@ pub struct CecMsgRaw {
 
 /// `struct cec_caps` from `linux/cec.h`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CecCapsRaw {
     pub driver: [u8; 32],
     pub name: [u8; 32],
     pub available_log_addrs: u32,
     pub capabilities: u32,
     pub version: u32,
-}
-
-impl Default for CecCapsRaw {
-    fn default() -> Self {
-        CecCapsRaw {
-            driver: [0; 32],
-            name: [0; 32],
-            available_log_addrs: 0,
-            capabilities: 0,
-            version: 0,
-        }
-    }
 }
 
 /// `CEC_MAX_LOG_ADDRS`.

@@ -90,7 +90,11 @@ impl Watchdog {
                 Ok(applied) => {
                     let applied = u64::try_from(applied).unwrap_or(seconds);
                     if applied != seconds {
-                        tracing::info!(requested = seconds, applied, "watchdog timeout rounded by driver");
+                        tracing::info!(
+                            requested = seconds,
+                            applied,
+                            "watchdog timeout rounded by driver"
+                        );
                     }
                     dog.timeout = Some(Duration::from_secs(applied));
                 }

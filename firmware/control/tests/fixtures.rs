@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use diemcau_control::evdev::{
-    DeviceFilter, EV_KEY, EV_MSC, EV_SYN, EventLayout, EvdevConfig, EvdevRemote, InputEvent,
+    DeviceFilter, EV_KEY, EV_MSC, EV_SYN, EvdevConfig, EvdevRemote, EventLayout, InputEvent,
     KeyBitmap, KeyDecoder, MSC_SCAN, RejectReason, SYN_REPORT, Verdict, scan,
 };
 use diemcau_control::keys::{KeyEvent, KeyMap, RemoteKey, RemoteSource, code};
@@ -179,7 +179,9 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
         ),
     ];
     for d in sys_devices() {
-        let base = PathBuf::from("sysfs/class/input").join(d.event).join("device");
+        let base = PathBuf::from("sysfs/class/input")
+            .join(d.event)
+            .join("device");
         let line = |s: &str| format!("{s}\n").into_bytes();
         files.push((base.join("name"), line(d.name)));
         files.push((base.join("id/bustype"), line(d.bustype)));
@@ -199,8 +201,9 @@ fn fixtures_are_up_to_date() {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, &bytes).unwrap();
         }
-        let on_disk = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (run with DIEMCAU_REGEN_FIXTURES=1)", rel.display()));
+        let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!("{}: {e} (run with DIEMCAU_REGEN_FIXTURES=1)", rel.display())
+        });
         assert_eq!(on_disk, bytes, "{} is stale", rel.display());
     }
 }
@@ -256,7 +259,13 @@ fn fake_dev_dir(nodes: &[&str]) -> tempfile::TempDir {
 fn scan_accepts_remotes_and_rejects_the_keyboard() {
     let dev = fake_dev_dir(&["event0", "event1", "event2", "mice", "event9"]);
     let sys = fixtures().join("sysfs/class/input");
-    let found = scan(dev.path(), &sys, EventLayout::Abi64, &DeviceFilter::default()).unwrap();
+    let found = scan(
+        dev.path(),
+        &sys,
+        EventLayout::Abi64,
+        &DeviceFilter::default(),
+    )
+    .unwrap();
     // event9 has no sysfs entry (mid-unplug) and "mice" is not an event node.
     let summary: Vec<(String, String, Verdict)> = found
         .iter()
