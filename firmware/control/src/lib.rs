@@ -4,7 +4,7 @@
 //! Every hardware boundary is a trait or a generic with a real Linux driver and a fake
 //! beside it ([`keys::RemoteSource`] with [`evdev::EvdevRemote`] and [`keys::FakeRemote`];
 //! [`cec::CecDevice`] with [`cec_linux::LinuxCec`] and [`cec::FakeCec`]; embedded-hal pins
-//! with [`gpio::open_output_line`] and [`gpio::FakePin`]). Policy that needs time takes it
+//! with [`gpio::open_line`] and [`gpio::FakePin`]). Policy that needs time takes it
 //! as an input ([`cec::TvControl`], [`gpio::StatusLed`], [`gpio::Debouncer`]), so tests are
 //! deterministic. All `unsafe` (ioctls) lives in the private `sys` module.
 
