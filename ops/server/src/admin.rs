@@ -35,12 +35,20 @@ pub fn hash_password(password: &str) -> Result<String, AdminError> {
 /// Checks a password against a stored hash (false on a malformed hash).
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
 /// Creates an admin. `password` `None` generates one, which is returned.
-pub async fn create_admin(store: &Store, user: &str, password: Option<&str>) -> Result<String, AdminError> {
+pub async fn create_admin(
+    store: &Store,
+    user: &str,
+    password: Option<&str>,
+) -> Result<String, AdminError> {
     diemcau_ops_api::validate_helpers::check_token_chars("user", user, 64)?;
     let password = match password {
         Some(p) => p.to_owned(),

@@ -86,7 +86,10 @@ impl Sessions {
         let token = crate::util::random_secret(32);
         let mut m = lock(&self.map);
         m.retain(|_, (_, exp)| *exp > now);
-        m.insert(crate::util::sha256_hex(&token), (user.to_owned(), now + SESSION_S));
+        m.insert(
+            crate::util::sha256_hex(&token),
+            (user.to_owned(), now + SESSION_S),
+        );
         token
     }
 
@@ -96,6 +99,13 @@ impl Sessions {
         m.get(&crate::util::sha256_hex(token))
             .filter(|(_, exp)| *exp > now)
             .map(|(u, _)| u.clone())
+    }
+
+    /// Remembers `key` for `user` until `expires_at` (verified HTTP Basic
+    /// credentials; `key` is already a salted hash).
+    pub fn insert_for(&self, key: &str, user: &str, expires_at: i64) {
+        let mut m = lock(&self.map);
+        m.insert(crate::util::sha256_hex(key), (user.to_owned(), expires_at));
     }
 
     /// Ends a session.

@@ -119,7 +119,11 @@ impl HttpError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
     fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 }
 
@@ -151,17 +155,29 @@ fn chain(e: &dyn std::error::Error) -> String {
 impl From<StoreError> for HttpError {
     fn from(e: StoreError) -> Self {
         if let StoreError::Conflict { what } = e {
-            return HttpError::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists"));
+            return HttpError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{what} already exists"),
+            );
         }
         tracing::error!(error = %chain(&e), "store error");
-        HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error (see server log)")
+        HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error (see server log)",
+        )
     }
 }
 
 impl From<JanusError> for HttpError {
     fn from(e: JanusError) -> Self {
         tracing::error!(error = %chain(&e), "janus error");
-        HttpError::new(StatusCode::BAD_GATEWAY, "janus", format!("media server: {e}"))
+        HttpError::new(
+            StatusCode::BAD_GATEWAY,
+            "janus",
+            format!("media server: {e}"),
+        )
     }
 }
 
@@ -172,15 +188,23 @@ impl From<ValidationError> for HttpError {
 }
 
 fn parse_json<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, HttpError> {
-    let v: T = serde_json::from_slice(body)
-        .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("body: {e}")))?;
+    let v: T = serde_json::from_slice(body).map_err(|e| {
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("body: {e}"),
+        )
+    })?;
     v.validate()?;
     Ok(v)
 }
 
 /// Admin JSON bodies must say `application/json` (with the SameSite=Strict
 /// session cookie this closes cross-site form posts).
-fn admin_json<T: DeserializeOwned + Validate>(headers: &HeaderMap, body: &[u8]) -> Result<T, HttpError> {
+fn admin_json<T: DeserializeOwned + Validate>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, HttpError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -228,7 +252,10 @@ impl AppState {
     fn summary(&self, d: &DeviceRow, now: i64) -> DeviceSummary {
         let status = if d.revoked_at.is_some() {
             DeviceStatus::Revoked
-        } else if d.last_seen.is_none_or(|t| now - t > self.config.offline_after_s) {
+        } else if d
+            .last_seen
+            .is_none_or(|t| now - t > self.config.offline_after_s)
+        {
             DeviceStatus::Offline
         } else if d.state.as_deref() == Some("in_call") {
             DeviceStatus::InCall
@@ -243,7 +270,10 @@ impl AppState {
             status,
             last_seen: d.last_seen,
             enrolled_at: d.enrolled_at,
-            heartbeat: d.heartbeat.as_deref().and_then(|h| serde_json::from_str(h).ok()),
+            heartbeat: d
+                .heartbeat
+                .as_deref()
+                .and_then(|h| serde_json::from_str(h).ok()),
         }
     }
 }
@@ -299,10 +329,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             addr: config.listen,
             source,
         })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Listen {
-        addr: config.listen,
-        source,
-    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
     let state = Arc::new(AppState {
         store,
         janus,
@@ -318,11 +350,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let app = router(state.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let join = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = rx.await;
+        })
+        .await
     });
     tracing::info!(%addr, "diemcau-ops listening");
     Ok(RunningServer {
@@ -348,8 +383,14 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/admin/fleet", get(fleet))
         .route("/api/v1/admin/devices/{id}", get(device_detail))
         .route("/api/v1/admin/devices/{id}/revoke", post(revoke))
-        .route("/api/v1/admin/communes", get(list_communes).post(add_commune))
-        .route("/api/v1/admin/meetings", get(list_meetings).post(create_meeting))
+        .route(
+            "/api/v1/admin/communes",
+            get(list_communes).post(add_commune),
+        )
+        .route(
+            "/api/v1/admin/meetings",
+            get(list_meetings).post(create_meeting),
+        )
         .route("/api/v1/admin/convene", post(convene))
         .route("/api/v1/admin/tokens", post(create_token))
         .fallback(|| async { HttpError::not_found("route") })
@@ -369,7 +410,10 @@ fn enrol_response(state: &AppState, d: &DeviceRow, commune: Option<Commune>) -> 
         },
         settings: DeviceSettings {
             heartbeat_interval_s: state.config.heartbeat_interval_s,
-            display_name: commune.as_ref().map(|c| c.name.clone()).unwrap_or_else(|| d.serial.clone()),
+            display_name: commune
+                .as_ref()
+                .map(|c| c.name.clone())
+                .unwrap_or_else(|| d.serial.clone()),
         },
         commune,
         server_time: util::now(),
@@ -403,13 +447,21 @@ async fn enrol(
     // answer with the identity it already has, without using the token again.
     if let Some(d) = state.store.device_by_key(&req.public_key).await? {
         if d.revoked_at.is_some() {
-            return Err(HttpError::new(StatusCode::FORBIDDEN, "revoked", "this device key was revoked"));
+            return Err(HttpError::new(
+                StatusCode::FORBIDDEN,
+                "revoked",
+                "this device key was revoked",
+            ));
         }
         if d.token_hash == token_hash && d.serial == req.serial {
             let c = commune_of(&state, d.commune_id.as_deref()).await?;
             return Ok(Json(enrol_response(&state, &d, c)));
         }
-        return Err(HttpError::new(StatusCode::CONFLICT, "conflict", "public key already enrolled"));
+        return Err(HttpError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "public key already enrolled",
+        ));
     }
     let token_commune = match state.store.consume_token(&token_hash, now).await? {
         Ok(c) => c,
@@ -446,7 +498,11 @@ async fn enrol(
         heartbeat: None,
     };
     state.store.insert_device(&d).await?;
-    for old in state.store.revoke_serial_except(&d.serial, &d.id, now).await? {
+    for old in state
+        .store
+        .revoke_serial_except(&d.serial, &d.id, now)
+        .await?
+    {
         tracing::info!(old = %old, new = %d.id, "re-enrolled serial: previous identity revoked");
         state.push.revoke(&old);
     }
@@ -469,7 +525,11 @@ async fn authenticate(
     let h = SignedHeader::parse(value).map_err(|e| HttpError::unauthorized(e.to_string()))?;
     let now_ms = util::now_ms();
     if (h.ts_ms - now_ms).abs() > MAX_SKEW_MS {
-        let mut e = HttpError::new(StatusCode::UNAUTHORIZED, "clock_skew", "request time too far from server time");
+        let mut e = HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "clock_skew",
+            "request time too far from server time",
+        );
         e.body.server_time = Some(now_ms / 1000);
         return Err(e);
     }
@@ -487,10 +547,18 @@ async fn authenticate(
     key.verify_strict(&msg, &Signature::from_bytes(&h.signature))
         .map_err(|_| HttpError::unauthorized("bad signature"))?;
     if d.revoked_at.is_some() {
-        return Err(HttpError::new(StatusCode::FORBIDDEN, "revoked", "this device was revoked"));
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "revoked",
+            "this device was revoked",
+        ));
     }
     if !state.replay.check_and_insert(&h.signature, now_ms) {
-        return Err(HttpError::new(StatusCode::UNAUTHORIZED, "replay", "request already seen"));
+        return Err(HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "replay",
+            "request already seen",
+        ));
     }
     Ok(d)
 }
@@ -524,7 +592,10 @@ async fn heartbeat(
     let hb: Heartbeat = parse_json(&body)?;
     let now = util::now();
     let json = serde_json::to_string(&hb).unwrap_or_default();
-    state.store.record_heartbeat(&d.id, now, hb.state.as_str(), &json).await?;
+    state
+        .store
+        .record_heartbeat(&d.id, now, hb.state.as_str(), &json)
+        .await?;
     Ok(Json(HeartbeatAck {
         server_time: now,
         schedule_version: state.schedule_version(d.commune_id.as_deref()),
@@ -597,13 +668,22 @@ async fn check_password(state: &AppState, user: &str, password: &str) -> Result<
     let password = password.to_owned();
     tokio::task::spawn_blocking(move || crate::admin::verify_password(&password, &hash))
         .await
-        .map_err(|_| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "password check failed"))
+        .map_err(|_| {
+            HttpError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "password check failed",
+            )
+        })
 }
 
 impl FromRequestParts<Shared> for Admin {
     type Rejection = HttpError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Shared,
+    ) -> Result<Self, Self::Rejection> {
         if let Some(u) = session_admin(state, &parts.headers) {
             return Ok(Admin(u));
         }
@@ -612,7 +692,11 @@ impl FromRequestParts<Shared> for Admin {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Basic "))
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
             .and_then(|b| String::from_utf8(b).ok());
         let Some(creds) = basic else {
             return Err(HttpError::unauthorized("admin login required"));
@@ -623,11 +707,23 @@ impl FromRequestParts<Shared> for Admin {
             .map(|c| c.0.ip())
             .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
         let (user, pass) = creds.split_once(':').unwrap_or((creds.as_str(), ""));
+        // argon2 is deliberately slow; a verified user:password pair is
+        // remembered (as a salted hash, in memory) for a minute.
+        let cache_key = util::sha256_hex(&format!("{}\0{creds}", state.boot_id));
+        let now = util::now();
+        if state.sessions.user(&cache_key, now).as_deref() == Some(user) {
+            return Ok(Admin(user.to_owned()));
+        }
         if check_password(state, user, pass).await? {
+            state.sessions.insert_for(&cache_key, user, now + 60);
             return Ok(Admin(user.to_owned()));
         }
         if !state.login_limiter.allow(ip) {
-            return Err(HttpError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many failed logins"));
+            return Err(HttpError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many failed logins",
+            ));
         }
         Err(HttpError::unauthorized("wrong user name or password"))
     }
@@ -647,7 +743,10 @@ async fn login(
     if !state.login_limiter.allow(peer.ip()) {
         return Ok(Redirect::to("/login?error=rate").into_response());
     }
-    if f.username.len() > 64 || f.password.len() > 256 || !check_password(&state, &f.username, &f.password).await? {
+    if f.username.len() > 64
+        || f.password.len() > 256
+        || !check_password(&state, &f.username, &f.password).await?
+    {
         tracing::warn!(%peer, user = %f.username.chars().take(64).collect::<String>(), "failed admin login");
         return Ok(Redirect::to("/login?error=1").into_response());
     }
@@ -713,7 +812,11 @@ async fn device_detail(
     _a: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<DeviceDetail>, HttpError> {
-    let d = state.store.device(&id).await?.ok_or_else(|| HttpError::not_found("device"))?;
+    let d = state
+        .store
+        .device(&id)
+        .await?
+        .ok_or_else(|| HttpError::not_found("device"))?;
     let events = state.store.recent_events(&d.id, 100).await?;
     Ok(Json(DeviceDetail {
         device: state.summary(&d, util::now()),
@@ -723,7 +826,11 @@ async fn device_detail(
     }))
 }
 
-async fn revoke(State(state): State<Shared>, a: Admin, Path(id): Path<String>) -> Result<StatusCode, HttpError> {
+async fn revoke(
+    State(state): State<Shared>,
+    a: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, HttpError> {
     if !state.store.revoke_device(&id, util::now()).await? {
         return Err(HttpError::not_found("device"));
     }
@@ -732,7 +839,10 @@ async fn revoke(State(state): State<Shared>, a: Admin, Path(id): Path<String>) -
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_communes(State(state): State<Shared>, _a: Admin) -> Result<Json<Vec<Commune>>, HttpError> {
+async fn list_communes(
+    State(state): State<Shared>,
+    _a: Admin,
+) -> Result<Json<Vec<Commune>>, HttpError> {
     Ok(Json(
         state
             .store
@@ -751,22 +861,38 @@ async fn add_commune(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Commune>), HttpError> {
     let c: Commune = admin_json(&headers, &body)?;
-    state.store.add_commune(&c.id, c.name.trim(), util::now()).await?;
+    state
+        .store
+        .add_commune(&c.id, c.name.trim(), util::now())
+        .await?;
     Ok((StatusCode::CREATED, Json(c)))
 }
 
-async fn list_meetings(State(state): State<Shared>, _a: Admin) -> Result<Json<Vec<Meeting>>, HttpError> {
+async fn list_meetings(
+    State(state): State<Shared>,
+    _a: Admin,
+) -> Result<Json<Vec<Meeting>>, HttpError> {
     let ms = state.store.upcoming_meetings(util::now()).await?;
     Ok(Json(ms.iter().map(|m| state.meeting(m)).collect()))
 }
 
-async fn check_communes_exist(state: &AppState, communes: &[String]) -> Result<Vec<String>, HttpError> {
-    let known: std::collections::HashSet<String> =
-        state.store.communes().await?.into_iter().map(|(id, _)| id).collect();
+async fn check_communes_exist(
+    state: &AppState,
+    communes: &[String],
+) -> Result<Vec<String>, HttpError> {
+    let known: std::collections::HashSet<String> = state
+        .store
+        .communes()
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     let mut out: Vec<String> = Vec::new();
     for c in communes {
         if !known.contains(c) {
-            return Err(HttpError::bad(format!("invalid field `communes`: unknown commune `{c}`")));
+            return Err(HttpError::bad(format!(
+                "invalid field `communes`: unknown commune `{c}`"
+            )));
         }
         if !out.contains(c) {
             out.push(c.clone());
@@ -821,10 +947,20 @@ async fn create_meeting(
 ) -> Result<(StatusCode, Json<Meeting>), HttpError> {
     let req: CreateMeeting = admin_json(&headers, &body)?;
     if req.ends_at <= util::now() {
-        return Err(HttpError::bad("invalid field `ends_at`: expected a time in the future"));
+        return Err(HttpError::bad(
+            "invalid field `ends_at`: expected a time in the future",
+        ));
     }
     let communes = check_communes_exist(&state, &req.communes).await?;
-    let m = new_meeting(&state, &req.title, req.starts_at, req.ends_at, communes, false).await?;
+    let m = new_meeting(
+        &state,
+        &req.title,
+        req.starts_at,
+        req.ends_at,
+        communes,
+        false,
+    )
+    .await?;
     let mut notified = 0;
     for d in state.store.device_ids_in_communes(&m.communes).await? {
         notified += state.push.send(&d, &PushEvent::ScheduleChanged);
@@ -872,7 +1008,13 @@ async fn create_token(
     if let Some(c) = &req.commune {
         check_communes_exist(&state, std::slice::from_ref(c)).await?;
     }
-    let t = crate::admin::create_token(&state.store, req.uses, req.expires_in_s, req.commune.as_deref()).await?;
+    let t = crate::admin::create_token(
+        &state.store,
+        req.uses,
+        req.expires_in_s,
+        req.commune.as_deref(),
+    )
+    .await?;
     tracing::info!(admin = %a.0, uses = t.uses, "claim token created");
     Ok((StatusCode::CREATED, Json(t)))
 }

@@ -67,14 +67,21 @@ impl JanusClient {
             .await
             .map_err(unreachable)?;
         if v["janus"] == "error" {
-            return Err(JanusError::Janus(v["error"]["reason"].as_str().unwrap_or("?").to_owned()));
+            return Err(JanusError::Janus(
+                v["error"]["reason"].as_str().unwrap_or("?").to_owned(),
+            ));
         }
         Ok(v)
     }
 
     /// Sends one VideoRoom request and returns `plugindata.data`.
     async fn videoroom(&self, body: Value) -> Result<Value, JanusError> {
-        let s = self.post(&self.url, json!({"janus": "create", "transaction": transaction()})).await?;
+        let s = self
+            .post(
+                &self.url,
+                json!({"janus": "create", "transaction": transaction()}),
+            )
+            .await?;
         let session = s["data"]["id"]
             .as_u64()
             .ok_or_else(|| JanusError::Protocol(format!("create: {s}")))?;
@@ -106,7 +113,10 @@ impl JanusClient {
         }
         .await;
         let _ = self
-            .post(&session_url, json!({"janus": "destroy", "transaction": transaction()}))
+            .post(
+                &session_url,
+                json!({"janus": "destroy", "transaction": transaction()}),
+            )
             .await;
         result
     }
@@ -144,7 +154,9 @@ impl JanusClient {
 
     /// Whether a room exists.
     pub async fn room_exists(&self, room: u64) -> Result<bool, JanusError> {
-        let d = self.videoroom(json!({"request": "exists", "room": room})).await?;
+        let d = self
+            .videoroom(json!({"request": "exists", "room": room}))
+            .await?;
         d["exists"]
             .as_bool()
             .ok_or_else(|| JanusError::Protocol(format!("exists: {d}")))

@@ -8,10 +8,19 @@ use clap::{Parser, Subcommand};
 use diemcau_ops::{ServerConfig, Store, admin, util};
 
 #[derive(Debug, Parser)]
-#[command(name = "diemcau-ops", version, about = "diemcau district control plane")]
+#[command(
+    name = "diemcau-ops",
+    version,
+    about = "diemcau district control plane"
+)]
 struct Cli {
     /// Database: sqlite://PATH (made on first run) or postgres://...
-    #[arg(long, global = true, env = "DIEMCAU_OPS_DB", default_value = "sqlite://diemcau-ops.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "DIEMCAU_OPS_DB",
+        default_value = "sqlite://diemcau-ops.db"
+    )]
     db: String,
     #[command(subcommand)]
     cmd: Cmd,
@@ -139,7 +148,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Admin {
-            cmd: AdminCmd::Create { user, password_stdin },
+            cmd:
+                AdminCmd::Create {
+                    user,
+                    password_stdin,
+                },
         } => {
             let store = Store::connect(&cli.db).await?;
             let password = if password_stdin {
@@ -158,10 +171,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Token {
-            cmd: TokenCmd::Create { uses, expires_in, commune },
+            cmd:
+                TokenCmd::Create {
+                    uses,
+                    expires_in,
+                    commune,
+                },
         } => {
-            let secs = util::parse_duration(&expires_in)
-                .ok_or_else(|| anyhow::anyhow!("--expires-in: expected a duration like 90m, 24h or 7d"))?;
+            let secs = util::parse_duration(&expires_in).ok_or_else(|| {
+                anyhow::anyhow!("--expires-in: expected a duration like 90m, 24h or 7d")
+            })?;
             let req = diemcau_ops_api::CreateToken {
                 uses,
                 expires_in_s: secs,
@@ -172,7 +191,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(c) = &commune
                 && store.commune_name(c).await?.is_none()
             {
-                anyhow::bail!("--commune: unknown commune `{c}` (add it with `diemcau-ops commune add`)");
+                anyhow::bail!(
+                    "--commune: unknown commune `{c}` (add it with `diemcau-ops commune add`)"
+                );
             }
             let t = admin::create_token(&store, uses, secs, commune.as_deref()).await?;
             println!("{}", t.token);

@@ -62,7 +62,11 @@ impl PushHub {
     pub fn send(&self, device: &str, ev: &PushEvent) -> usize {
         let g = lock(&self.inner);
         g.0.get(device)
-            .map(|v| v.iter().filter(|(_, tx)| tx.try_send(ev.clone()).is_ok()).count())
+            .map(|v| {
+                v.iter()
+                    .filter(|(_, tx)| tx.try_send(ev.clone()).is_ok())
+                    .count()
+            })
             .unwrap_or(0)
     }
 

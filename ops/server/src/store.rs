@@ -15,11 +15,8 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{AnyPool, Row as _};
 
 /// Migrations compiled into the binary.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
 
 #[derive(Debug)]
 struct Embedded;
@@ -32,7 +29,13 @@ impl<'s> MigrationSource<'s> for Embedded {
             Ok(MIGRATIONS
                 .iter()
                 .map(|(v, d, sql)| {
-                    Migration::new(*v, Cow::Borrowed(d), MigrationType::Simple, Cow::Borrowed(sql), false)
+                    Migration::new(
+                        *v,
+                        Cow::Borrowed(d),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
                 })
                 .collect())
         })
@@ -182,21 +185,31 @@ impl Store {
         } else {
             return Err(StoreError::Scheme(redact(url)));
         };
-        let mut opts = AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 8 } else { 16 });
+        let mut opts =
+            AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 8 } else { 16 });
         if backend == Backend::Sqlite {
             opts = opts.after_connect(|conn, _| {
                 Box::pin(async move {
-                    sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA busy_timeout = 5000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
                     Ok(())
                 })
             });
         }
-        let pool = opts.connect(&url_full).await.map_err(|source| StoreError::Open {
-            url: redact(url),
-            source,
-        })?;
+        let pool = opts
+            .connect(&url_full)
+            .await
+            .map_err(|source| StoreError::Open {
+                url: redact(url),
+                source,
+            })?;
         if backend == Backend::Sqlite {
             sqlx::query("PRAGMA journal_mode = WAL")
                 .execute(&pool)
@@ -338,11 +351,12 @@ impl Store {
         if let Some(r) = row {
             return Ok(Ok(r.try_get(0).map_err(q("consume token"))?));
         }
-        let row = sqlx::query("SELECT uses_left, expires_at FROM claim_tokens WHERE token_hash = $1")
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(q("read token"))?;
+        let row =
+            sqlx::query("SELECT uses_left, expires_at FROM claim_tokens WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(q("read token"))?;
         Ok(Err(match row {
             None => TokenRejection::Unknown,
             Some(r) => {
@@ -401,22 +415,26 @@ impl Store {
 
     /// One device by public key.
     pub async fn device_by_key(&self, public_key: &str) -> Result<Option<DeviceRow>, StoreError> {
-        sqlx::query(&format!("SELECT {DEVICE_COLS} FROM devices WHERE public_key = $1"))
-            .bind(public_key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(q("read device"))?
-            .map(|r| device_from(&r))
-            .transpose()
-            .map_err(q("read device"))
+        sqlx::query(&format!(
+            "SELECT {DEVICE_COLS} FROM devices WHERE public_key = $1"
+        ))
+        .bind(public_key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("read device"))?
+        .map(|r| device_from(&r))
+        .transpose()
+        .map_err(q("read device"))
     }
 
     /// All devices.
     pub async fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {DEVICE_COLS} FROM devices ORDER BY serial, id"))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(q("list devices"))?;
+        let rows = sqlx::query(&format!(
+            "SELECT {DEVICE_COLS} FROM devices ORDER BY serial, id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("list devices"))?;
         rows.iter()
             .map(device_from)
             .collect::<Result<_, _>>()
@@ -424,14 +442,18 @@ impl Store {
     }
 
     /// Ids of the non-revoked devices of the given communes.
-    pub async fn device_ids_in_communes(&self, communes: &[String]) -> Result<Vec<String>, StoreError> {
+    pub async fn device_ids_in_communes(
+        &self,
+        communes: &[String],
+    ) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
         for c in communes {
-            let rows = sqlx::query("SELECT id FROM devices WHERE commune_id = $1 AND revoked_at IS NULL")
-                .bind(c)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(q("list devices"))?;
+            let rows =
+                sqlx::query("SELECT id FROM devices WHERE commune_id = $1 AND revoked_at IS NULL")
+                    .bind(c)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(q("list devices"))?;
             for r in rows {
                 out.push(r.try_get(0).map_err(q("list devices"))?);
             }
@@ -441,12 +463,13 @@ impl Store {
 
     /// Revokes a device; `false` if unknown.
     pub async fn revoke_device(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        let r = sqlx::query("UPDATE devices SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-            .bind(id)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(q("revoke device"))?;
+        let r =
+            sqlx::query("UPDATE devices SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(q("revoke device"))?;
         if r.rows_affected() > 0 {
             return Ok(true);
         }
@@ -455,7 +478,12 @@ impl Store {
 
     /// Revokes the other live identities of a serial (a re-imaged board);
     /// returns their ids.
-    pub async fn revoke_serial_except(&self, serial: &str, keep: &str, now: i64) -> Result<Vec<String>, StoreError> {
+    pub async fn revoke_serial_except(
+        &self,
+        serial: &str,
+        keep: &str,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
             "UPDATE devices SET revoked_at = $3 WHERE serial = $1 AND id <> $2 AND revoked_at IS NULL RETURNING id",
         )
@@ -472,7 +500,13 @@ impl Store {
     }
 
     /// Records a heartbeat.
-    pub async fn record_heartbeat(&self, id: &str, now: i64, state: &str, heartbeat_json: &str) -> Result<(), StoreError> {
+    pub async fn record_heartbeat(
+        &self,
+        id: &str,
+        now: i64,
+        state: &str,
+        heartbeat_json: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE devices SET last_seen = $2, state = $3, heartbeat = $4 WHERE id = $1")
             .bind(id)
             .bind(now)
@@ -530,11 +564,13 @@ impl Store {
 
     async fn with_communes(&self, mut ms: Vec<MeetingRow>) -> Result<Vec<MeetingRow>, StoreError> {
         for m in &mut ms {
-            let rows = sqlx::query("SELECT commune_id FROM meeting_communes WHERE meeting_id = $1 ORDER BY commune_id")
-                .bind(&m.id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(q("meeting communes"))?;
+            let rows = sqlx::query(
+                "SELECT commune_id FROM meeting_communes WHERE meeting_id = $1 ORDER BY commune_id",
+            )
+            .bind(&m.id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("meeting communes"))?;
             m.communes = rows
                 .iter()
                 .map(|r| r.try_get(0))
@@ -553,12 +589,20 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(q("list meetings"))?;
-        let ms = rows.iter().map(meeting_from).collect::<Result<_, _>>().map_err(q("list meetings"))?;
+        let ms = rows
+            .iter()
+            .map(meeting_from)
+            .collect::<Result<_, _>>()
+            .map_err(q("list meetings"))?;
         self.with_communes(ms).await
     }
 
     /// Meetings of one commune not ended at `now`, by start.
-    pub async fn meetings_for_commune(&self, commune: &str, now: i64) -> Result<Vec<MeetingRow>, StoreError> {
+    pub async fn meetings_for_commune(
+        &self,
+        commune: &str,
+        now: i64,
+    ) -> Result<Vec<MeetingRow>, StoreError> {
         let cols: Vec<String> = MEETING_COLS.split(", ").map(|c| format!("m.{c}")).collect();
         let rows = sqlx::query(&format!(
             "SELECT {} FROM meetings m JOIN meeting_communes mc ON mc.meeting_id = m.id \
@@ -570,14 +614,23 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(q("list commune meetings"))?;
-        let ms = rows.iter().map(meeting_from).collect::<Result<_, _>>().map_err(q("list commune meetings"))?;
+        let ms = rows
+            .iter()
+            .map(meeting_from)
+            .collect::<Result<_, _>>()
+            .map_err(q("list commune meetings"))?;
         self.with_communes(ms).await
     }
 
     // ----- events -----
 
     /// Stores events (duplicates by id ignored); returns how many were new.
-    pub async fn insert_events(&self, device: &str, events: &[DeviceEvent], now: i64) -> Result<u32, StoreError> {
+    pub async fn insert_events(
+        &self,
+        device: &str,
+        events: &[DeviceEvent],
+        now: i64,
+    ) -> Result<u32, StoreError> {
         let mut tx = self.pool.begin().await.map_err(q("begin"))?;
         let mut stored = 0u32;
         for e in events {
@@ -605,7 +658,11 @@ impl Store {
     }
 
     /// A device's most recent events, newest first.
-    pub async fn recent_events(&self, device: &str, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+    pub async fn recent_events(
+        &self,
+        device: &str,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, at, kind, meeting_id, message, offline, received_at FROM events \
              WHERE device_id = $1 ORDER BY at DESC, received_at DESC LIMIT $2",

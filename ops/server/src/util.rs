@@ -17,7 +17,10 @@ pub fn random_id(prefix: &str, n: usize) -> String {
     const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
     let mut b = vec![0u8; n];
     fill_random(&mut b);
-    let body: String = b.iter().map(|x| ALPHABET[(x & 31) as usize] as char).collect();
+    let body: String = b
+        .iter()
+        .map(|x| ALPHABET[(x & 31) as usize] as char)
+        .collect();
     format!("{prefix}_{body}")
 }
 
