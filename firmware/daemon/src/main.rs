@@ -1,1 +1,157 @@
-fn main() {}
+//! `diemcau`: the room daemon and its control client.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use diemcau_daemon::config::{Config, DEFAULT_SOCKET};
+use diemcau_daemon::ctl::{self, Command};
+
+#[derive(Parser)]
+#[command(
+    name = "diemcau",
+    version,
+    about = "diemcau: a commune's bridge point into the district conference"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the room daemon.
+    Run {
+        /// The room's configuration file.
+        #[arg(long, short, default_value = "/etc/diemcau/room.toml")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit.
+    CheckConfig { config: PathBuf },
+    /// Talk to a running daemon.
+    Ctl {
+        /// The daemon's control socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print status as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Action,
+    },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum Action {
+    /// Join the conference.
+    Join,
+    /// Leave the conference.
+    Leave,
+    /// Join if idle, leave if in a call (the remote's OK button).
+    Toggle,
+    /// Show state, room, peers and call statistics.
+    Status,
+}
+
+fn print_error(e: &dyn std::error::Error) {
+    eprintln!("diemcau: error: {e}");
+    let mut src = e.source();
+    while let Some(s) = src {
+        eprintln!("  caused by: {s}");
+        src = s.source();
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DIEMCAU_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            print_error(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.cmd {
+        Cmd::Run { config } => {
+            init_logging();
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    print_error(&e);
+                    return ExitCode::from(2);
+                }
+            };
+            match rt.block_on(diemcau_daemon::run::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    print_error(&e);
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::CheckConfig { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok (room {:?}, board {}, conference {} room {})",
+                    config.display(),
+                    c.room_name,
+                    c.board,
+                    c.janus_url,
+                    c.room_id
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                print_error(&e);
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Ctl {
+            socket,
+            json,
+            action,
+        } => {
+            let cmd = match action {
+                Action::Join => Command::Join,
+                Action::Leave => Command::Leave,
+                Action::Toggle => Command::Toggle,
+                Action::Status => Command::Status,
+            };
+            match rt.block_on(ctl::request(&socket, cmd)) {
+                Ok(status) => {
+                    if json {
+                        match serde_json::to_string_pretty(&status) {
+                            Ok(s) => println!("{s}"),
+                            Err(e) => {
+                                print_error(&e);
+                                return ExitCode::FAILURE;
+                            }
+                        }
+                    } else {
+                        println!("{}", ctl::render(&status));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    print_error(&e);
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,94 @@
-//! GStreamer pipelines: camera and microphone to WebRTC, WebRTC to display and speaker.
+//! GStreamer pipelines: camera and microphone to WebRTC, WebRTC to display
+//! and speaker.
+//!
+//! A call is one [`Publisher`] (our camera and microphone, sent to the
+//! conference server) and one [`Subscriber`] per remote bridge point. Both
+//! are ordinary GStreamer pipelines around `webrtcbin`, which owns ICE, DTLS
+//! and SRTP; this crate only builds the pipelines from the board profile,
+//! drives `webrtcbin`'s offer/answer signals and measures what comes out:
+//! frames, audio level and glass-to-glass latency from time stamps drawn
+//! into the picture ([`stamp`]).
+//!
+//! Nothing here reaches beyond the configured conference server: no STUN
+//! server is set, and [`init`] turns libnice's UPnP off for every ICE agent
+//! the process creates.
+
+mod ice;
+pub mod publisher;
+pub mod stamp;
+pub mod stats;
+pub mod subscriber;
+mod webrtc;
+
+use std::path::PathBuf;
+
+use diemcau_board::{BoardProfile, ElementSpec};
+
+pub use publisher::Publisher;
+pub use stats::{ReceiveStats, RtpStats};
+pub use subscriber::Subscriber;
+pub use webrtc::MediaEvent;
+
+/// Why media could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("GStreamer could not start: {0}")]
+    Init(String),
+    #[error("no usable video encoder: tried {0}")]
+    NoEncoder(String),
+    #[error("media pipeline failed: {0}")]
+    Pipeline(String),
+    #[error("WebRTC negotiation failed: {0}")]
+    Negotiation(String),
+}
+
+/// Where received video goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoOut {
+    /// A display sink (the board's `kmssink`, or `autovideosink` at a desktop).
+    Sink(ElementSpec),
+    /// PNG files in `dir`, one every `every_secs` seconds per remote room
+    /// (the last 20 are kept).
+    Png { dir: PathBuf, every_secs: u32 },
+    /// Decoded and measured, then dropped (tests, benchmarks).
+    Discard,
+}
+
+/// Where received audio goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioOut {
+    Sink(ElementSpec),
+    Discard,
+}
+
+/// Everything the pipelines need to know.
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    pub profile: BoardProfile,
+    /// The encoder chosen for this board (see `diemcau_board::select`).
+    pub encoder: ElementSpec,
+    /// The H.264 decoder chosen for this board.
+    pub decoder: ElementSpec,
+    /// Drawn on our picture, e.g. "Điểm cầu xã Tiền Phong".
+    pub room_name: String,
+    /// Jitter buffer of received streams, in milliseconds.
+    pub jitter_ms: u32,
+    pub video_out: VideoOut,
+    pub audio_out: AudioOut,
+}
+
+/// Initialises GStreamer once per process and turns libnice's UPnP off.
+pub fn init() -> Result<(), MediaError> {
+    gst::init().map_err(|e| MediaError::Init(e.to_string()))?;
+    ice::disable_upnp()
+}
+
+/// Whether an element factory called `name` is installed.
+pub fn has_element(name: &str) -> bool {
+    gst::ElementFactory::find(name).is_some()
+}
+
+/// Escapes a string for use inside double quotes in a `gst-launch` line.
+pub(crate) fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}

@@ -1,0 +1,335 @@
+//! One call: the adapter that turns the room's `StartCall` into signalling
+//! with the conference server and GStreamer pipelines, and reports back
+//! what happened as [`ConferenceEvent`]s tagged with the call's id.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use diemcau_conference::janus::JanusClient;
+use diemcau_conference::{Feed, HandleId, RoomSettings, SignalError, SignalEvent, Signalling};
+use diemcau_core::{CallId, ConferenceEvent};
+use diemcau_media::{MediaError, MediaEvent, MediaSettings, Publisher, RtpStats, Subscriber};
+
+use crate::ctl::PeerStatus;
+
+/// What a call needs to know, fixed for the daemon's life.
+#[derive(Debug, Clone)]
+pub struct CallConfig {
+    pub media: MediaSettings,
+    pub janus_url: String,
+    pub room: RoomSettings,
+}
+
+/// Live numbers of the current call, read by `ctl status`.
+#[derive(Debug, Default, Clone)]
+pub struct CallStatus {
+    pub peers: Vec<PeerStatus>,
+    pub send: RtpStats,
+    pub send_bitrate_kbps: f64,
+}
+
+/// A running call task.
+pub struct CallHandle {
+    pub call: CallId,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CallHandle {
+    /// Asks the call to leave; it reports `Left` when done.
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error(transparent)]
+    Signal(#[from] SignalError),
+    #[error(transparent)]
+    Media(#[from] MediaError),
+}
+
+impl CallError {
+    fn retryable(&self) -> bool {
+        match self {
+            CallError::Signal(e) => e.is_retryable(),
+            CallError::Media(MediaError::NoEncoder(_)) => false,
+            CallError::Media(_) => true,
+        }
+    }
+}
+
+enum Ended {
+    Stopped,
+    Lost(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    Publisher,
+    Subscriber(u64),
+}
+
+struct Sub {
+    handle: HandleId,
+    name: String,
+    pipeline: Subscriber,
+    last_bytes: u64,
+    last_at: Instant,
+    bitrate_kbps: f64,
+    rtp: RtpStats,
+}
+
+type Events = mpsc::UnboundedSender<(CallId, ConferenceEvent)>;
+
+/// Starts call `call`; events go to `events`, live numbers to `status`.
+pub fn spawn(
+    cfg: Arc<CallConfig>,
+    call: CallId,
+    events: Events,
+    status: Arc<Mutex<CallStatus>>,
+) -> CallHandle {
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let result = session(&cfg, call, &events, &status, stop_rx).await;
+        *status.lock().unwrap_or_else(|e| e.into_inner()) = CallStatus::default();
+        let event = match result {
+            Ok(Ended::Stopped) => ConferenceEvent::Left,
+            Ok(Ended::Lost(reason)) => {
+                tracing::warn!(%call, %reason, "call lost");
+                ConferenceEvent::Lost { reason }
+            }
+            Err(e) => {
+                tracing::warn!(%call, error = %e, "call failed");
+                ConferenceEvent::Failed {
+                    reason: e.to_string(),
+                    retryable: e.retryable(),
+                }
+            }
+        };
+        let _ = events.send((call, event));
+    });
+    CallHandle {
+        call,
+        stop: Some(stop_tx),
+        task,
+    }
+}
+
+fn tagged(
+    out: mpsc::UnboundedSender<(Tag, MediaEvent)>,
+    tag: Tag,
+) -> mpsc::UnboundedSender<MediaEvent> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            if out.send((tag, e)).is_err() {
+                break;
+            }
+        }
+    });
+    tx
+}
+
+async fn session(
+    cfg: &CallConfig,
+    call: CallId,
+    events: &Events,
+    status: &Mutex<CallStatus>,
+    mut stop: oneshot::Receiver<()>,
+) -> Result<Ended, CallError> {
+    tracing::info!(%call, url = %cfg.janus_url, room = cfg.room.room_id, "joining");
+    let (client, mut sig) = tokio::select! {
+        r = JanusClient::connect(&cfg.janus_url, cfg.room.clone()) => r?,
+        _ = &mut stop => return Ok(Ended::Stopped),
+    };
+    let joined = tokio::select! {
+        r = client.join() => r?,
+        _ = &mut stop => { client.leave().await; return Ok(Ended::Stopped) }
+    };
+    tracing::info!(%call, feed = joined.feed_id, publishers = joined.publishers.len(), "joined the room");
+
+    let (mtx, mut mrx) = mpsc::unbounded_channel();
+    let publisher = Publisher::start(&cfg.media, tagged(mtx.clone(), Tag::Publisher))?;
+    let offer = publisher.offer().await?;
+    tracing::debug!(%call, sdp = %offer, "publisher offer");
+    let answer = client.publish(&offer).await?;
+    tracing::debug!(%call, sdp = %answer, "publisher answer");
+    publisher.apply_answer(&answer).await?;
+
+    let mut subs: HashMap<u64, Sub> = HashMap::new();
+    for feed in joined.publishers {
+        subscribe(cfg, &client, &mtx, &mut subs, feed, call, events).await;
+    }
+    let mut joined_sent = false;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut last_sent: (u64, Instant) = (0, Instant::now());
+
+    let ended = loop {
+        tokio::select! {
+            _ = &mut stop => {
+                client.leave().await;
+                break Ended::Stopped;
+            }
+            ev = sig.recv() => {
+                let Some(ev) = ev else { break Ended::Lost("signalling ended".into()) };
+                match ev {
+                    SignalEvent::PublisherJoined(feed) => {
+                        if !subs.contains_key(&feed.id) {
+                            subscribe(cfg, &client, &mtx, &mut subs, feed, call, events).await;
+                        }
+                    }
+                    SignalEvent::PublisherLeft { id } => {
+                        if let Some(s) = subs.remove(&id) {
+                            tracing::info!(%call, peer = %s.name, "peer left");
+                            client.unsubscribe(s.handle).await;
+                            let _ = events.send((call, ConferenceEvent::PeerLeft { id }));
+                        }
+                    }
+                    SignalEvent::RemoteCandidate { handle, mline, candidate } => {
+                        if handle == joined.handle {
+                            publisher.add_remote_candidate(mline, candidate.as_deref());
+                        } else if let Some(s) = subs.values().find(|s| s.handle == handle) {
+                            s.pipeline.add_remote_candidate(mline, candidate.as_deref());
+                        }
+                    }
+                    SignalEvent::WebRtcUp { handle } => {
+                        if handle == joined.handle && !joined_sent {
+                            joined_sent = true;
+                            tracing::info!(%call, "in call");
+                            let _ = events.send((call, ConferenceEvent::Joined));
+                        }
+                    }
+                    SignalEvent::HangUp { handle, reason } => {
+                        if handle == joined.handle {
+                            break Ended::Lost(format!("the server hung up: {reason}"));
+                        }
+                        if let Some((&id, _)) = subs.iter().find(|(_, s)| s.handle == handle) {
+                            subs.remove(&id);
+                            let _ = events.send((call, ConferenceEvent::PeerLeft { id }));
+                        }
+                    }
+                    SignalEvent::Closed { reason } => break Ended::Lost(reason),
+                }
+            }
+            m = mrx.recv() => {
+                let Some((tag, ev)) = m else { continue };
+                match (tag, ev) {
+                    (Tag::Publisher, MediaEvent::LocalCandidate { mline, candidate }) => {
+                        client.trickle(joined.handle, mline, Some(&candidate));
+                    }
+                    (Tag::Publisher, MediaEvent::IceConnected) => {}
+                    (Tag::Publisher, MediaEvent::Failed(reason)) => break Ended::Lost(reason),
+                    (Tag::Subscriber(id), MediaEvent::LocalCandidate { mline, candidate }) => {
+                        if let Some(s) = subs.get(&id) {
+                            client.trickle(s.handle, mline, Some(&candidate));
+                        }
+                    }
+                    (Tag::Subscriber(_), MediaEvent::IceConnected) => {}
+                    (Tag::Subscriber(id), MediaEvent::Failed(reason)) => {
+                        if let Some(s) = subs.remove(&id) {
+                            tracing::warn!(%call, peer = %s.name, %reason, "receiving from a peer failed");
+                            client.unsubscribe(s.handle).await;
+                            let _ = events.send((call, ConferenceEvent::PeerLeft { id }));
+                        }
+                    }
+                }
+            }
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                let send = publisher.stats().await.unwrap_or_default();
+                let dt = now.duration_since(last_sent.1).as_secs_f64().max(0.001);
+                let send_kbps = send.bytes_sent.saturating_sub(last_sent.0) as f64 * 8.0 / dt / 1000.0;
+                last_sent = (send.bytes_sent, now);
+                let mut peers = Vec::with_capacity(subs.len());
+                for (id, s) in subs.iter_mut() {
+                    if let Ok(rtp) = s.pipeline.stats().await {
+                        let dt = now.duration_since(s.last_at).as_secs_f64().max(0.001);
+                        s.bitrate_kbps = rtp.bytes_received.saturating_sub(s.last_bytes) as f64 * 8.0 / dt / 1000.0;
+                        s.last_bytes = rtp.bytes_received;
+                        s.last_at = now;
+                        s.rtp = rtp;
+                    }
+                    peers.push(PeerStatus {
+                        id: *id,
+                        name: s.name.clone(),
+                        media: s.pipeline.counters().snapshot(now),
+                        rtp: s.rtp.clone(),
+                        bitrate_kbps: s.bitrate_kbps,
+                    });
+                }
+                peers.sort_by_key(|p| p.id);
+                *status.lock().unwrap_or_else(|e| e.into_inner()) = CallStatus {
+                    peers,
+                    send,
+                    send_bitrate_kbps: send_kbps,
+                };
+            }
+        }
+    };
+    drop(subs);
+    drop(publisher);
+    Ok(ended)
+}
+
+async fn subscribe(
+    cfg: &CallConfig,
+    client: &JanusClient,
+    mtx: &mpsc::UnboundedSender<(Tag, MediaEvent)>,
+    subs: &mut HashMap<u64, Sub>,
+    feed: Feed,
+    call: CallId,
+    events: &Events,
+) {
+    let result: Result<Sub, CallError> = async {
+        let (handle, offer) = client.subscribe(feed.id).await?;
+        tracing::debug!(%call, sdp = %offer, "subscriber offer");
+        let pipeline = Subscriber::start(
+            &cfg.media,
+            &feed.display,
+            tagged(mtx.clone(), Tag::Subscriber(feed.id)),
+        )?;
+        let answer = pipeline.answer(&offer).await?;
+        client.start(handle, &answer).await?;
+        Ok(Sub {
+            handle,
+            name: feed.display.clone(),
+            pipeline,
+            last_bytes: 0,
+            last_at: Instant::now(),
+            bitrate_kbps: 0.0,
+            rtp: RtpStats::default(),
+        })
+    }
+    .await;
+    match result {
+        Ok(sub) => {
+            tracing::info!(%call, peer = %feed.display, id = feed.id, "receiving from peer");
+            subs.insert(feed.id, sub);
+            let _ = events.send((
+                call,
+                ConferenceEvent::PeerJoined {
+                    id: feed.id,
+                    name: feed.display,
+                },
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(%call, peer = %feed.display, error = %e, "cannot receive from peer");
+        }
+    }
+}

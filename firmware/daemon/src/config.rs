@@ -1,0 +1,357 @@
+//! The daemon's configuration file, in two stages: [`RawConfig`] is what the
+//! TOML file says, [`Config`] is what the program uses after validation.
+//! Every error names the file, the key and what was expected.
+//!
+//! ```toml
+//! [room]
+//! name = "Điểm cầu xã Tiền Phong"   # drawn on our picture
+//! board = "sim"                     # a board profile, or "auto"
+//!
+//! [conference]
+//! janus_url = "ws://127.0.0.1:8188/"
+//! room_id = 1234
+//! display_name = "Xã Tiền Phong"    # default: room.name
+//! pin = "4321"                      # optional
+//!
+//! [media]
+//! jitter_ms = 50
+//! video_out = "window"              # "window" | "png" | "none"
+//! png_dir = "/var/lib/diemcau/frames"
+//! audio_out = "device"              # "device" | "none"
+//!
+//! [control]
+//! socket = "/run/diemcau/ctl.sock"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub room: RawRoom,
+    pub conference: RawConference,
+    #[serde(default)]
+    pub media: RawMedia,
+    #[serde(default)]
+    pub control: RawControl,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoom {
+    pub name: String,
+    #[serde(default = "default_board")]
+    pub board: String,
+}
+
+fn default_board() -> String {
+    "auto".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConference {
+    pub janus_url: String,
+    pub room_id: i64,
+    pub display_name: Option<String>,
+    pub pin: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMedia {
+    pub jitter_ms: Option<i64>,
+    pub video_out: Option<String>,
+    pub png_dir: Option<PathBuf>,
+    pub png_every_secs: Option<i64>,
+    pub audio_out: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawControl {
+    pub socket: Option<PathBuf>,
+}
+
+/// Where received video goes, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoOutConfig {
+    Window,
+    Png { dir: PathBuf, every_secs: u32 },
+    None,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub room_name: String,
+    pub board: String,
+    pub janus_url: String,
+    pub room_id: u64,
+    pub display_name: String,
+    pub pin: Option<String>,
+    pub jitter_ms: u32,
+    pub video_out: VideoOutConfig,
+    pub audio_out_device: bool,
+    pub socket: PathBuf,
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config file {path}: key `{key}`: expected {expected}, got {got}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        expected: &'static str,
+        got: String,
+    },
+}
+
+pub const DEFAULT_SOCKET: &str = "/run/diemcau/ctl.sock";
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates `text`; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        Self::validate(path, raw)
+    }
+
+    fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+        let invalid = |key, expected, got: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            expected,
+            got,
+        };
+        let room_name = raw.room.name.trim().to_string();
+        if room_name.is_empty() || room_name.chars().count() > 80 {
+            return Err(invalid(
+                "room.name",
+                "a name of 1 to 80 characters",
+                format!("{:?}", raw.room.name),
+            ));
+        }
+        let board = raw.room.board.trim().to_string();
+        if board != "auto" && diemcau_board::builtin(&board).is_err() {
+            return Err(invalid(
+                "room.board",
+                "\"auto\" or a known board profile",
+                format!(
+                    "{board:?} (known: {})",
+                    diemcau_board::builtin_names().join(", ")
+                ),
+            ));
+        }
+        let url = raw.conference.janus_url.trim().to_string();
+        let rest = url
+            .strip_prefix("ws://")
+            .or_else(|| url.strip_prefix("wss://"));
+        if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+            return Err(invalid(
+                "conference.janus_url",
+                "a WebSocket URL like ws://host:8188/",
+                format!("{url:?}"),
+            ));
+        }
+        let room_id = u64::try_from(raw.conference.room_id)
+            .ok()
+            .filter(|r| *r > 0)
+            .ok_or_else(|| {
+                invalid(
+                    "conference.room_id",
+                    "a positive room number",
+                    raw.conference.room_id.to_string(),
+                )
+            })?;
+        let display_name = raw
+            .conference
+            .display_name
+            .map(|d| d.trim().to_string())
+            .unwrap_or_else(|| room_name.clone());
+        if display_name.is_empty() || display_name.chars().count() > 80 {
+            return Err(invalid(
+                "conference.display_name",
+                "a name of 1 to 80 characters",
+                format!("{display_name:?}"),
+            ));
+        }
+        let pin = raw.conference.pin;
+        if let Some(p) = &pin
+            && (p.is_empty() || p.len() > 64 || p.chars().any(|c| c.is_control()))
+        {
+            return Err(invalid(
+                "conference.pin",
+                "1 to 64 printable characters",
+                format!("{} characters", p.chars().count()),
+            ));
+        }
+        let jitter = raw.media.jitter_ms.unwrap_or(50);
+        let jitter_ms = u32::try_from(jitter)
+            .ok()
+            .filter(|j| *j <= 2000)
+            .ok_or_else(|| {
+                invalid(
+                    "media.jitter_ms",
+                    "0 to 2000 milliseconds",
+                    jitter.to_string(),
+                )
+            })?;
+        let every = raw.media.png_every_secs.unwrap_or(1);
+        let every_secs = u32::try_from(every)
+            .ok()
+            .filter(|e| (1..=3600).contains(e))
+            .ok_or_else(|| {
+                invalid(
+                    "media.png_every_secs",
+                    "1 to 3600 seconds",
+                    every.to_string(),
+                )
+            })?;
+        let video_out = match raw.media.video_out.as_deref().unwrap_or("window") {
+            "window" => VideoOutConfig::Window,
+            "none" => VideoOutConfig::None,
+            "png" => VideoOutConfig::Png {
+                dir: raw
+                    .media
+                    .png_dir
+                    .unwrap_or_else(|| PathBuf::from("/var/lib/diemcau/frames")),
+                every_secs,
+            },
+            other => {
+                return Err(invalid(
+                    "media.video_out",
+                    "\"window\", \"png\" or \"none\"",
+                    format!("{other:?}"),
+                ));
+            }
+        };
+        let audio_out_device = match raw.media.audio_out.as_deref().unwrap_or("device") {
+            "device" => true,
+            "none" => false,
+            other => {
+                return Err(invalid(
+                    "media.audio_out",
+                    "\"device\" or \"none\"",
+                    format!("{other:?}"),
+                ));
+            }
+        };
+        Ok(Config {
+            room_name,
+            board,
+            janus_url: url,
+            room_id,
+            display_name,
+            pin,
+            jitter_ms,
+            video_out,
+            audio_out_device,
+            socket: raw
+                .control
+                .socket
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[room]
+name = "Điểm cầu xã Tiền Phong"
+board = "sim"
+[conference]
+janus_url = "ws://127.0.0.2:8188/"
+room_id = 1234
+pin = "4321"
+[media]
+video_out = "none"
+audio_out = "none"
+[control]
+socket = "/tmp/x.sock"
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(Path::new("/etc/diemcau/room.toml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn good_config() {
+        let c = Config::parse(Path::new("room.toml"), GOOD).expect("valid");
+        assert_eq!(c.room_id, 1234);
+        assert_eq!(c.display_name, "Điểm cầu xã Tiền Phong");
+        assert_eq!(c.jitter_ms, 50);
+        assert_eq!(c.video_out, VideoOutConfig::None);
+        assert_eq!(c.pin.as_deref(), Some("4321"));
+    }
+
+    #[test]
+    fn errors_name_file_key_and_expectation() {
+        let e = err(&GOOD.replace("room_id = 1234", "room_id = -3"));
+        assert!(e.contains("/etc/diemcau/room.toml"), "{e}");
+        assert!(e.contains("conference.room_id"), "{e}");
+        assert!(e.contains("positive"), "{e}");
+
+        let e = err(&GOOD.replace("ws://127.0.0.2:8188/", "http://x"));
+        assert!(
+            e.contains("conference.janus_url") && e.contains("WebSocket"),
+            "{e}"
+        );
+
+        let e = err(&GOOD.replace("board = \"sim\"", "board = \"pi9\""));
+        assert!(e.contains("room.board") && e.contains("sim"), "{e}");
+
+        let e = err(&GOOD.replace("video_out = \"none\"", "video_out = \"tv\""));
+        assert!(e.contains("media.video_out"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_keys() {
+        let e = err("[room\nname=");
+        assert!(
+            e.contains("/etc/diemcau/room.toml") && e.contains("not valid"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("pin = ", "pinn = "));
+        assert!(e.contains("pinn"), "{e}");
+        let e = err(&GOOD.replace("room_id = 1234", "room_id = \"abc\""));
+        assert!(e.contains("room_id"), "{e}");
+        let e = err("");
+        assert!(e.contains("room"), "{e}");
+    }
+
+    #[test]
+    fn missing_file() {
+        let e = Config::load(Path::new("/nonexistent/room.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/room.toml"), "{e}");
+    }
+}

@@ -1,0 +1,228 @@
+//! The local control socket: `diemcau ctl join|leave|toggle|status`.
+//!
+//! One JSON request per line on a Unix socket, one JSON answer per line.
+//! The socket feeds the same inputs to the room as the remote control does.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use diemcau_media::{ReceiveStats, RtpStats};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Command {
+    Join,
+    Leave,
+    Toggle,
+    Status,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Request {
+    pub cmd: Command,
+}
+
+/// A remote bridge point as shown in status.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerStatus {
+    pub id: u64,
+    pub name: String,
+    pub media: ReceiveStats,
+    pub rtp: RtpStats,
+    /// Received bitrate, kbit/s, over the last stats interval.
+    pub bitrate_kbps: f64,
+}
+
+/// What `diemcau ctl status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Status {
+    pub state: String,
+    /// Why the room is in `error` or `retrying`.
+    pub reason: Option<String>,
+    pub last_error: Option<String>,
+    pub room_name: String,
+    pub conference_room: u64,
+    pub board: String,
+    pub encoder: String,
+    pub call: Option<u64>,
+    pub peers: Vec<PeerStatus>,
+    /// Our outgoing stream.
+    pub send: RtpStats,
+    pub send_bitrate_kbps: f64,
+    pub uptime_s: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum Response {
+    Ok { status: Box<Status> },
+    Error { message: String },
+}
+
+/// A request from the socket, with where to send the answer.
+pub type CtlRequest = (Command, oneshot::Sender<Status>);
+
+/// Serves the control socket at `path`, forwarding commands to `tx`.
+pub async fn serve(path: &Path, tx: mpsc::Sender<CtlRequest>) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, tx).await {
+                tracing::debug!(error = %e, "control connection ended");
+            }
+        });
+    }
+}
+
+async fn handle(stream: UnixStream, tx: mpsc::Sender<CtlRequest>) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "idle"))??
+    {
+        if line.len() > 4096 {
+            break;
+        }
+        let resp = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => {
+                let (otx, orx) = oneshot::channel();
+                if tx.send((req.cmd, otx)).await.is_err() {
+                    Response::Error {
+                        message: "the daemon is shutting down".into(),
+                    }
+                } else {
+                    match orx.await {
+                        Ok(status) => Response::Ok {
+                            status: Box::new(status),
+                        },
+                        Err(_) => Response::Error {
+                            message: "no answer".into(),
+                        },
+                    }
+                }
+            }
+            Err(e) => Response::Error {
+                message: format!("bad request: {e}"),
+            },
+        };
+        let mut out = serde_json::to_string(&resp).unwrap_or_else(|_| "{}".into());
+        out.push('\n');
+        w.write_all(out.as_bytes()).await?;
+    }
+    Ok(())
+}
+
+/// Errors of the `ctl` client.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("cannot reach the daemon at {path}: is it running?")]
+    Connect {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("control connection failed")]
+    Io(#[from] std::io::Error),
+    #[error("the daemon answered something unexpected: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Daemon(String),
+}
+
+/// Sends one command to the daemon at `path` and returns its status.
+pub async fn request(path: &Path, cmd: Command) -> Result<Status, CtlError> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| CtlError::Connect {
+            path: path.display().to_string(),
+            source,
+        })?;
+    let (r, mut w) = stream.into_split();
+    let mut req =
+        serde_json::to_string(&Request { cmd }).map_err(|e| CtlError::Protocol(e.to_string()))?;
+    req.push('\n');
+    w.write_all(req.as_bytes()).await?;
+    let line = BufReader::new(r)
+        .lines()
+        .next_line()
+        .await?
+        .ok_or_else(|| CtlError::Protocol("connection closed".into()))?;
+    match serde_json::from_str::<Response>(&line) {
+        Ok(Response::Ok { status }) => Ok(*status),
+        Ok(Response::Error { message }) => Err(CtlError::Daemon(message)),
+        Err(e) => Err(CtlError::Protocol(format!("{e}: {line}"))),
+    }
+}
+
+/// Human-readable status.
+pub fn render(s: &Status) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "room:     {} (board {}, encoder {})",
+        s.room_name, s.board, s.encoder
+    );
+    let _ = writeln!(o, "state:    {}", s.state);
+    if let Some(r) = &s.reason {
+        let _ = writeln!(o, "reason:   {r}");
+    }
+    let _ = writeln!(o, "conference room: {}", s.conference_room);
+    let _ = writeln!(
+        o,
+        "sending:  {:.0} kbit/s, {} packets, lost {} (far end), rtt {}",
+        s.send_bitrate_kbps,
+        s.send.packets_sent,
+        s.send.packets_lost,
+        s.send
+            .rtt_ms
+            .map(|r| format!("{r:.0} ms"))
+            .unwrap_or_else(|| "-".into())
+    );
+    let _ = writeln!(o, "peers:    {}", s.peers.len());
+    for p in &s.peers {
+        let m = &p.media;
+        let _ = writeln!(
+            o,
+            "  {} [{}]: {:.0} kbit/s, {:.1} fps {}x{}, {} frames, lost {}, audio {}, latency p50 {} p95 {}",
+            p.name,
+            p.id,
+            p.bitrate_kbps,
+            m.fps,
+            m.width,
+            m.height,
+            m.video_frames,
+            p.rtp.packets_lost,
+            m.audio_level_db
+                .map(|d| format!("{d:.1} dBFS"))
+                .unwrap_or_else(|| "-".into()),
+            m.latency_p50_ms
+                .map(|l| format!("{l} ms"))
+                .unwrap_or_else(|| "-".into()),
+            m.latency_p95_ms
+                .map(|l| format!("{l} ms"))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    if let Some(e) = &s.last_error {
+        let _ = writeln!(o, "last error: {e}");
+    }
+    let _ = write!(o, "uptime:   {} s", s.uptime_s);
+    o
+}

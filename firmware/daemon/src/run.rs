@@ -1,0 +1,270 @@
+//! The run loop: inputs from the control socket, the call and the clock go
+//! into the room state machine; its outputs start and stop calls.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use std::path::Path;
+
+use diemcau_board::BoardProfile;
+use diemcau_board::detect::{DetectError, detect};
+use diemcau_board::select::{GstRegistry, RootedDevices, SelectError, Selection};
+use diemcau_conference::RoomSettings;
+use diemcau_core::{CallId, ConferenceEvent, Input, Output, Room, State, Timing};
+use diemcau_media::{AudioOut, MediaError, MediaSettings, VideoOut};
+
+use crate::call::{self, CallConfig, CallHandle, CallStatus};
+use crate::config::{Config, VideoOutConfig};
+use crate::ctl::{self, Command, CtlRequest, Status};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("board detection")]
+    Detect(#[from] DetectError),
+    #[error("no usable media elements on this board")]
+    Select(#[from] SelectError),
+    #[error("media")]
+    Media(#[from] diemcau_media::MediaError),
+    #[error("cannot open the control socket {path}")]
+    Socket {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The board this daemon runs on and the elements chosen for it.
+pub struct Board {
+    pub profile: BoardProfile,
+    pub selection: Selection,
+}
+
+/// Detects the board (or takes the one named in config) and chooses the
+/// encoder, decoder and display sink that are really present, logging why
+/// each fallback was taken.
+pub fn board(cfg: &Config) -> Result<Board, StartError> {
+    let override_name = (cfg.board != "auto").then_some(cfg.board.as_str());
+    let detection = detect(Path::new("/"), override_name)?;
+    tracing::info!(board = %detection.profile.name, "{}", detection.summary());
+    for w in &detection.warnings {
+        tracing::warn!("{w}");
+    }
+    let registry =
+        GstRegistry::new().map_err(|e| StartError::Media(MediaError::Init(e.to_string())))?;
+    let selection = detection.select(&registry, &RootedDevices::system())?;
+    for r in selection.reasons() {
+        tracing::info!("{r}");
+    }
+    Ok(Board {
+        profile: detection.profile,
+        selection,
+    })
+}
+
+/// Builds the call settings from the config and the board.
+pub fn call_config(cfg: &Config, board: Board) -> CallConfig {
+    let Board { profile, selection } = board;
+    let video_out = match &cfg.video_out {
+        VideoOutConfig::Window => VideoOut::Sink(selection.sink.chosen.clone()),
+        VideoOutConfig::Png { dir, every_secs } => VideoOut::Png {
+            dir: dir.clone(),
+            every_secs: *every_secs,
+        },
+        VideoOutConfig::None => VideoOut::Discard,
+    };
+    let audio_out = if cfg.audio_out_device {
+        AudioOut::Sink(profile.audio.sink.clone())
+    } else {
+        AudioOut::Discard
+    };
+    CallConfig {
+        media: MediaSettings {
+            encoder: selection.encoder.chosen,
+            decoder: selection.decoder.chosen,
+            profile,
+            room_name: cfg.room_name.clone(),
+            jitter_ms: cfg.jitter_ms,
+            video_out,
+            audio_out,
+        },
+        janus_url: cfg.janus_url.clone(),
+        room: RoomSettings {
+            room_id: cfg.room_id,
+            display_name: cfg.display_name.clone(),
+            pin: cfg.pin.clone(),
+        },
+    }
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub async fn run(cfg: Config) -> Result<(), StartError> {
+    diemcau_media::init()?;
+    let board = board(&cfg)?;
+    let encoder = board.selection.encoder.chosen.element.clone();
+    let call_cfg = call_config(&cfg, board);
+    let board = call_cfg.media.profile.name.clone();
+    if let VideoOut::Png { dir, .. } = &call_cfg.media.video_out {
+        let _ = std::fs::create_dir_all(dir);
+        tracing::info!(dir = %dir.display(), "received frames are written as PNG");
+    }
+    let call_cfg = Arc::new(call_cfg);
+
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<CtlRequest>(16);
+    let socket = cfg.socket.clone();
+    // Bind first so that a bad socket path fails the start, not later.
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let r = ctl::serve(&socket, ctl_tx).await;
+        let _ = bound_tx.send(r);
+    });
+    if let Ok(Ok(Err(source))) = tokio::time::timeout(Duration::from_millis(200), bound_rx).await {
+        return Err(StartError::Socket {
+            path: cfg.socket.display().to_string(),
+            source,
+        });
+    }
+    tracing::info!(socket = %cfg.socket.display(), room = %cfg.room_name, "diemcau ready");
+
+    let started = Instant::now();
+    let seed = std::process::id() as u64 ^ started.elapsed().as_nanos() as u64;
+    let mut room = Room::new(Timing::default(), seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<(CallId, ConferenceEvent)>();
+    let status = Arc::new(Mutex::new(CallStatus::default()));
+    let mut calls: Vec<CallHandle> = Vec::new();
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| StartError::Socket {
+            path: "SIGTERM".into(),
+            source,
+        })?;
+
+    let now_ms = |started: Instant| started.elapsed().as_millis() as u64;
+    loop {
+        let sleep = match room.poll_timeout() {
+            Some(at) => Duration::from_millis(at.saturating_sub(now_ms(started))),
+            None => Duration::from_secs(3600),
+        };
+        let mut status_reply = None;
+        tokio::select! {
+            req = ctl_rx.recv() => {
+                let Some((cmd, reply)) = req else { break };
+                let input = match cmd {
+                    Command::Join => Some(Input::Join),
+                    Command::Leave => Some(Input::Leave),
+                    Command::Toggle => Some(Input::Toggle),
+                    Command::Status => None,
+                };
+                if let Some(i) = input {
+                    tracing::info!(?cmd, "control");
+                    room.handle_input(now_ms(started), i);
+                }
+                status_reply = Some(reply);
+            }
+            ev = ev_rx.recv() => {
+                if let Some((call, event)) = ev {
+                    tracing::debug!(%call, ?event, "conference event");
+                    room.handle_input(now_ms(started), Input::Conference { call, event });
+                }
+            }
+            _ = tokio::time::sleep(sleep) => room.handle_input(now_ms(started), Input::Tick),
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+        while let Some(out) = room.poll_output() {
+            match out {
+                Output::StartCall { call } => {
+                    calls.retain(|c| !c.is_finished());
+                    calls.push(call::spawn(
+                        call_cfg.clone(),
+                        call,
+                        ev_tx.clone(),
+                        status.clone(),
+                    ));
+                }
+                Output::EndCall { call } => {
+                    for c in calls.iter_mut().filter(|c| c.call == call) {
+                        c.stop();
+                    }
+                }
+                Output::StateChanged(state) => log_state(&state),
+            }
+        }
+        if let Some(reply) = status_reply {
+            let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let _ = reply.send(build_status(&room, &cfg, &board, &encoder, s, started));
+        }
+    }
+    tracing::info!("shutting down");
+    for c in calls.iter_mut() {
+        c.stop();
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while calls.iter().any(|c| !c.is_finished()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for c in &calls {
+        c.abort();
+    }
+    let _ = std::fs::remove_file(&cfg.socket);
+    Ok(())
+}
+
+fn log_state(state: &State) {
+    match state {
+        State::Error { reason } => tracing::error!(state = state.name(), %reason, "room state"),
+        State::Retrying {
+            reason, attempt, ..
+        } => {
+            tracing::warn!(state = state.name(), %reason, attempt, "room state")
+        }
+        _ => tracing::info!(state = state.name(), "room state"),
+    }
+}
+
+fn build_status(
+    room: &Room,
+    cfg: &Config,
+    board: &str,
+    encoder: &str,
+    call: CallStatus,
+    started: Instant,
+) -> Status {
+    let state = room.state();
+    let reason = match state {
+        State::Error { reason } | State::Retrying { reason, .. } => Some(reason.clone()),
+        _ => None,
+    };
+    // Peers known to the room, with media numbers where the call has them.
+    let peers = room
+        .peers()
+        .map(|p| {
+            call.peers
+                .iter()
+                .find(|c| c.id == p.id)
+                .cloned()
+                .unwrap_or(ctl::PeerStatus {
+                    id: p.id,
+                    name: p.name.clone(),
+                    media: Default::default(),
+                    rtp: Default::default(),
+                    bitrate_kbps: 0.0,
+                })
+        })
+        .collect();
+    Status {
+        state: state.name().to_string(),
+        reason,
+        last_error: room.last_error().map(str::to_string),
+        room_name: cfg.room_name.clone(),
+        conference_room: cfg.room_id,
+        board: board.to_string(),
+        encoder: encoder.to_string(),
+        call: state.call().map(|c| c.0),
+        peers,
+        send: call.send,
+        send_bitrate_kbps: call.send_bitrate_kbps,
+        uptime_s: started.elapsed().as_secs(),
+    }
+}

@@ -1,0 +1,234 @@
+//! Incoming media of one remote bridge point: PeerConnection to decoders,
+//! display and speaker, with probes that count frames, read the time stamps
+//! and measure the audio level.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use gst::prelude::*;
+use gst_video::prelude::*;
+use gst_webrtc::WebRTCSDPType;
+use tokio::sync::mpsc;
+
+use crate::stats::{ReceiveCounters, rms_dbfs};
+use crate::webrtc::{self, MediaEvent};
+use crate::{AudioOut, MediaError, MediaSettings, VideoOut, stamp};
+
+/// A running receiving pipeline. Dropping it stops the pipeline.
+pub struct Subscriber {
+    pipeline: gst::Pipeline,
+    webrtc: gst::Element,
+    counters: Arc<ReceiveCounters>,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { '-' })
+        .collect();
+    if s.is_empty() { "peer".into() } else { s }
+}
+
+impl Subscriber {
+    /// Starts a receiving pipeline for the feed called `peer_name`.
+    pub fn start(
+        settings: &MediaSettings,
+        peer_name: &str,
+        events: mpsc::UnboundedSender<MediaEvent>,
+    ) -> Result<Self, MediaError> {
+        let pipeline = gst::Pipeline::with_name(&format!("sub-{}", sanitize(peer_name)));
+        let webrtc = gst::ElementFactory::make("webrtcbin")
+            .name("webrtc")
+            .build()
+            .map_err(|e| MediaError::Pipeline(format!("webrtcbin: {e}")))?;
+        pipeline
+            .add(&webrtc)
+            .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+        webrtc::configure(&webrtc, settings.jitter_ms, events.clone());
+        webrtc::watch_bus(&pipeline, "subscriber", events.clone());
+
+        let counters = Arc::new(ReceiveCounters::default());
+        let video_chain = video_chain(settings, peer_name);
+        let audio_chain = audio_chain(&settings.audio_out);
+        let decoder = settings.decoder.launch_fragment();
+        let pl = pipeline.downgrade();
+        let c = counters.clone();
+        webrtc.connect_pad_added(move |_, pad| {
+            if pad.direction() != gst::PadDirection::Src {
+                return;
+            }
+            let Some(pipeline) = pl.upgrade() else { return };
+            let media = pad
+                .current_caps()
+                .and_then(|caps| {
+                    caps.structure(0)
+                        .and_then(|s| s.get::<String>("encoding-name").ok())
+                })
+                .unwrap_or_default();
+            tracing::debug!(encoding = %media, "incoming stream");
+            let desc = match media.to_ascii_uppercase().as_str() {
+                "H264" => format!(
+                    "rtph264depay ! h264parse ! {decoder} ! videoconvert ! video/x-raw,format=I420 \
+                     ! identity name=vprobe ! {video_chain}"
+                ),
+                "VP8" => format!(
+                    "rtpvp8depay ! vp8dec ! videoconvert ! video/x-raw,format=I420 \
+                     ! identity name=vprobe ! {video_chain}"
+                ),
+                "OPUS" => format!(
+                    "rtpopusdepay ! opusdec plc=true ! audioconvert ! audioresample \
+                     ! audio/x-raw,format=S16LE,rate=48000 ! identity name=aprobe ! {audio_chain}"
+                ),
+                other => {
+                    tracing::warn!(encoding = other, "unsupported incoming media; discarded");
+                    "fakesink sync=false async=false".to_string()
+                }
+            };
+            if let Err(e) = link_chain(&pipeline, pad, &desc, &c) {
+                let _ = events.send(MediaEvent::Failed(format!("receiving {media}: {e}")));
+            }
+        });
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| MediaError::Pipeline(format!("subscriber does not start: {e}")))?;
+        Ok(Subscriber {
+            pipeline,
+            webrtc,
+            counters,
+        })
+    }
+
+    /// Takes the server's offer and returns our answer.
+    pub async fn answer(&self, offer_sdp: &str) -> Result<String, MediaError> {
+        webrtc::set_remote(&self.webrtc, WebRTCSDPType::Offer, offer_sdp).await?;
+        webrtc::create_answer(&self.webrtc).await
+    }
+
+    pub fn add_remote_candidate(&self, mline: u32, candidate: Option<&str>) {
+        webrtc::add_candidate(&self.webrtc, mline, candidate);
+    }
+
+    pub fn counters(&self) -> &Arc<ReceiveCounters> {
+        &self.counters
+    }
+
+    pub async fn stats(&self) -> Result<crate::stats::RtpStats, MediaError> {
+        webrtc::rtp_stats(&self.webrtc).await
+    }
+}
+
+fn video_chain(settings: &MediaSettings, peer: &str) -> String {
+    let q = "queue max-size-buffers=3 max-size-time=0 max-size-bytes=0 leaky=downstream";
+    match &settings.video_out {
+        VideoOut::Discard => format!("{q} ! fakesink sync=false async=false"),
+        VideoOut::Sink(spec) => format!("{q} ! videoconvert ! {}", spec.launch_fragment()),
+        VideoOut::Png { dir, every_secs } => format!(
+            "{q} ! videorate drop-only=true ! video/x-raw,framerate=1/{every} ! videoconvert \
+             ! pngenc ! multifilesink max-files=20 location=\"{loc}\"",
+            every = every_secs.max(&1),
+            loc = crate::escape(
+                &dir.join(format!("{}-%05d.png", sanitize(peer)))
+                    .to_string_lossy()
+            ),
+        ),
+    }
+}
+
+fn audio_chain(out: &AudioOut) -> String {
+    let q = "queue max-size-time=200000000 max-size-buffers=0 max-size-bytes=0 leaky=downstream";
+    match out {
+        AudioOut::Discard => format!("{q} ! fakesink sync=false async=false"),
+        AudioOut::Sink(spec) => format!("{q} ! audioconvert ! {}", spec.launch_fragment()),
+    }
+}
+
+fn link_chain(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    desc: &str,
+    counters: &Arc<ReceiveCounters>,
+) -> Result<(), MediaError> {
+    let bin = gst::parse::bin_from_description(desc, true)
+        .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+    pipeline
+        .add(&bin)
+        .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+    if let Some(p) = bin.by_name("vprobe").and_then(|e| e.static_pad("src")) {
+        let c = counters.clone();
+        p.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            read_video(pad, info, &c);
+            gst::PadProbeReturn::Ok
+        });
+    }
+    if let Some(p) = bin.by_name("aprobe").and_then(|e| e.static_pad("src")) {
+        let c = counters.clone();
+        p.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            read_audio(pad, info, &c);
+            gst::PadProbeReturn::Ok
+        });
+    }
+    bin.sync_state_with_parent()
+        .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+    let sink = bin
+        .static_pad("sink")
+        .ok_or_else(|| MediaError::Pipeline("chain has no sink pad".into()))?;
+    pad.link(&sink)
+        .map_err(|e| MediaError::Pipeline(format!("link: {e:?}")))?;
+    Ok(())
+}
+
+fn read_video(pad: &gst::Pad, info: &gst::PadProbeInfo, counters: &ReceiveCounters) {
+    let now = Instant::now();
+    let Some(buffer) = info.buffer() else { return };
+    let Some(caps) = pad.current_caps() else {
+        return;
+    };
+    let Ok(vinfo) = gst_video::VideoInfo::from_caps(&caps) else {
+        return;
+    };
+    let (w, h) = (vinfo.width(), vinfo.height());
+    let latency = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &vinfo)
+        .ok()
+        .and_then(|frame| {
+            let stride = frame.plane_stride()[0].max(0) as usize;
+            let y = frame.plane_data(0).ok()?;
+            stamp::read(y, w as usize, h as usize, stride)
+        })
+        .map(|s| {
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            stamp::age_ms(now_ms, s)
+        })
+        .filter(|l| *l < 60_000);
+    counters.video_frame(now, w, h, latency);
+}
+
+fn read_audio(pad: &gst::Pad, info: &gst::PadProbeInfo, counters: &ReceiveCounters) {
+    let Some(buffer) = info.buffer() else { return };
+    let channels = pad
+        .current_caps()
+        .and_then(|c| c.structure(0).and_then(|s| s.get::<i32>("channels").ok()))
+        .unwrap_or(1)
+        .max(1) as u64;
+    let Ok(map) = buffer.map_readable() else {
+        return;
+    };
+    let samples: Vec<i16> = map
+        .as_slice()
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    counters.audio_buffer(
+        Instant::now(),
+        samples.len() as u64 / channels,
+        rms_dbfs(&samples),
+    );
+}
