@@ -314,7 +314,7 @@ impl Agent {
             kind,
             meeting_id: meeting_id.map(str::to_owned),
             message: message.map(|m| m.chars().take(1000).collect()),
-            offline: lock(&self.inner.status).reachable != Some(true),
+            offline: lock(&self.inner.status).reachable == Some(false),
         };
         let snapshot = {
             let mut st = lock(&self.inner.status);
@@ -362,7 +362,7 @@ impl Agent {
 
     /// Stops the background work (the handle stays usable for reads).
     pub fn shutdown(&self) {
-        let _ = self.inner.stop.send(true);
+        self.inner.stop.send_replace(true);
     }
 
     fn emit(&self, ev: AgentEvent) {
