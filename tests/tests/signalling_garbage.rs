@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// A WebSocket server that answers every request with garbage first
 /// (broken JSON, a binary frame, wrong types, an answer to an unknown
 /// transaction) and then with an answer of the wrong shape.
+#[allow(clippy::result_large_err)] // the callback type is tungstenite's
 async fn garbage_server(listener: tokio::net::TcpListener) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
