@@ -105,7 +105,10 @@ pub enum Input {
     /// The one-button action: join when not in a call, leave when in one.
     Toggle,
     /// An event from the conference connector for `call`.
-    Conference { call: CallId, event: ConferenceEvent },
+    Conference {
+        call: CallId,
+        event: ConferenceEvent,
+    },
     /// Time passed; the room checks its deadlines.
     Tick,
 }

@@ -268,7 +268,11 @@ fn leave_while_retrying_goes_idle_and_stops_retrying() {
     assert_eq!(r.state(), &State::Idle);
     assert_eq!(r.poll_timeout(), None);
     r.handle_input(100_000, Input::Tick);
-    assert!(drain(&mut r).iter().all(|o| !matches!(o, Output::StartCall { .. })));
+    assert!(
+        drain(&mut r)
+            .iter()
+            .all(|o| !matches!(o, Output::StartCall { .. }))
+    );
 }
 
 #[test]

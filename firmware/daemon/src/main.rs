@@ -27,6 +27,16 @@ enum Cmd {
         #[arg(long, short, default_value = "/etc/diemcau/room.toml")]
         config: PathBuf,
     },
+    /// Check that this board can capture and encode: encodes a few frames
+    /// with the board's chosen encoder and prints a report.
+    SelfTest {
+        /// Board profile to test (default: detected).
+        #[arg(long, default_value = "auto")]
+        board: String,
+        /// Frames to encode.
+        #[arg(long, default_value_t = 30)]
+        frames: u32,
+    },
     /// Check a configuration file and exit.
     CheckConfig { config: PathBuf },
     /// Talk to a running daemon.
@@ -98,6 +108,27 @@ fn main() -> ExitCode {
             };
             match rt.block_on(diemcau_daemon::run::run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    print_error(&e);
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::SelfTest { board, frames } => {
+            init_logging();
+            match diemcau_daemon::run::self_test(&board, frames) {
+                Ok(r) => {
+                    println!(
+                        "self-test ok: {} on board {}, encoder {}: {} frames, {} bytes in {} ms",
+                        r.gstreamer,
+                        r.board,
+                        r.encoder,
+                        r.frames_encoded,
+                        r.encoded_bytes,
+                        r.elapsed_ms
+                    );
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     print_error(&e);
                     ExitCode::FAILURE

@@ -99,6 +99,29 @@ pub fn call_config(cfg: &Config, board: Board) -> CallConfig {
     }
 }
 
+/// Runs the offline media self-test for `board` ("auto": detected).
+pub fn self_test(
+    board_name: &str,
+    frames: u32,
+) -> Result<diemcau_media::selftest::SelfTestReport, StartError> {
+    diemcau_media::init()?;
+    let cfg = Config {
+        room_name: "diemcau self-test".into(),
+        board: board_name.into(),
+        janus_url: String::new(),
+        room_id: 1,
+        display_name: "self-test".into(),
+        pin: None,
+        jitter_ms: 50,
+        video_out: VideoOutConfig::None,
+        audio_out_device: false,
+        socket: Default::default(),
+    };
+    let b = board(&cfg)?;
+    let call = call_config(&cfg, b);
+    Ok(diemcau_media::selftest::run(&call.media, frames)?)
+}
+
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(cfg: Config) -> Result<(), StartError> {
     diemcau_media::init()?;

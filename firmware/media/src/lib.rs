@@ -15,6 +15,7 @@
 
 mod ice;
 pub mod publisher;
+pub mod selftest;
 pub mod stamp;
 pub mod stats;
 pub mod subscriber;
