@@ -1,1 +1,222 @@
-fn main() {}
+//! Call benchmarks through a real Janus on loopback (in a private network
+//! namespace). Prints numbers; needs root.
+//!
+//! ```text
+//! sudo cargo bench -p diemcau-tests --bench call
+//! ```
+//!
+//! 1. Join time: `ctl join` on room B → room A's first decoded frame of B
+//!    (wall clock of both on this machine), median of 10.
+//! 2. Glass-to-glass latency: every frame carries the sender's clock drawn
+//!    into its picture before encoding; the far end reads it from the
+//!    decoded picture. p50 and p95 over 20 s.
+//! 3. CPU seconds per minute of a two-room call (both daemons), beside the
+//!    same encode/decode pipelines run bare with gst-launch-1.0 (same
+//!    encoder settings, no WebRTC, no Janus).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use diemcau_tests::*;
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn clk_tck() -> f64 {
+    // Linux reports process times in clock ticks; USER_HZ is 100 on every
+    // architecture we ship.
+    100.0
+}
+
+/// User + system CPU seconds of `pid` so far.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("bad stat")?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields after the command: state(0) ... utime(11) stime(12) cutime(13) cstime(14).
+    let ut: f64 = f.get(11).context("utime")?.parse()?;
+    let st: f64 = f.get(12).context("stime")?.parse()?;
+    Ok((ut + st) / clk_tck())
+}
+
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+fn main() -> Result<()> {
+    if std::env::args().any(|a| a == "--list") {
+        // `cargo bench -- --list` and `cargo test --benches` probe this.
+        return Ok(());
+    }
+    isolate()?;
+    let dir = scratch("bench")?;
+    let room = JanusRoom { id: 1234, pin: None };
+    let janus = Janus::start(&dir.path().join("janus"), std::slice::from_ref(&room))?;
+    let mut spec_a = RoomSpec::new("Bench A", &janus, &room);
+    spec_a.extra_media = String::new();
+    let a = Daemon::start(dir.path(), &spec_a)?;
+    let b = Daemon::start(dir.path(), &RoomSpec::new("Bench B", &janus, &room))?;
+    a.ctl(CtlCommand::Join)?;
+    a.wait_for("A in call", Duration::from_secs(20), |s| s.state == "in_call")?;
+
+    // 1. Join time.
+    let mut joins = Vec::new();
+    for i in 0..10 {
+        let t0 = unix_ms();
+        b.ctl(CtlCommand::Join)?;
+        let s = a.wait_for("B's first frame", Duration::from_secs(20), |s| {
+            peer(s, "Bench B").is_some_and(|p| p.media.first_frame_unix_ms.is_some())
+        })?;
+        let first = peer(&s, "Bench B")
+            .and_then(|p| p.media.first_frame_unix_ms)
+            .context("first frame")?;
+        let ms = first.saturating_sub(t0);
+        println!("join {i}: {ms} ms");
+        joins.push(ms);
+        b.wait_for("B in call", Duration::from_secs(10), |s| s.state == "in_call")?;
+        if i < 9 {
+            b.ctl(CtlCommand::Leave)?;
+            b.wait_for("B idle", Duration::from_secs(10), |s| s.state == "idle")?;
+            a.wait_for("B gone", Duration::from_secs(10), |s| {
+                peer(s, "Bench B").is_none()
+            })?;
+        }
+    }
+    let join_median = median(&mut joins.clone());
+    println!(
+        "join time (ctl join -> far end's first decoded frame), median of 10: {join_median} ms (min {} ms, max {} ms); target <= 1500 ms",
+        joins.iter().min().unwrap_or(&0),
+        joins.iter().max().unwrap_or(&0)
+    );
+
+    // 2. Latency over 20 s of call.
+    b.wait_for("A's video at B", Duration::from_secs(10), |s| {
+        peer(s, "Bench A").is_some_and(|p| p.media.video_frames > 30)
+    })?;
+    std::thread::sleep(Duration::from_secs(20));
+    for (d, other) in [(&a, "Bench B"), (&b, "Bench A")] {
+        let s = d.status()?;
+        let p = peer(&s, other).context("peer")?;
+        println!(
+            "glass-to-glass {} -> {}: p50 {} ms, p95 {} ms over {} frames ({}x{} {:.0} fps, jitter buffer 50 ms); target p50 <= 120 ms",
+            other,
+            d.name,
+            p.media.latency_p50_ms.unwrap_or(0),
+            p.media.latency_p95_ms.unwrap_or(0),
+            p.media.latency_samples,
+            p.media.width,
+            p.media.height,
+            p.media.fps
+        );
+    }
+
+    // 3. CPU per minute of call.
+    let window = Duration::from_secs(30);
+    let pids = [pid_of(&a)?, pid_of(&b)?];
+    let before: Vec<f64> = pids.iter().map(|p| cpu_seconds(*p)).collect::<Result<_>>()?;
+    std::thread::sleep(window);
+    let after: Vec<f64> = pids.iter().map(|p| cpu_seconds(*p)).collect::<Result<_>>()?;
+    let call_cpu: f64 = after.iter().zip(&before).map(|(a, b)| a - b).sum::<f64>()
+        * (60.0 / window.as_secs_f64());
+    let bare_cpu = bare_pipelines_cpu(window)? * (60.0 / window.as_secs_f64());
+    println!(
+        "CPU of a two-room call: {call_cpu:.1} CPU-s per minute (both daemons); bare gst-launch encode+decode of the same streams: {bare_cpu:.1} CPU-s per minute; ratio {:.2}; target <= 1.15",
+        call_cpu / bare_cpu
+    );
+    drop(janus);
+    Ok(())
+}
+
+fn pid_of(d: &Daemon) -> Result<u32> {
+    d.pid().context("daemon not running")
+}
+
+/// Each room's work without WebRTC: encode our camera and microphone with the
+/// same settings and decode one remote stream (the other room's), twice.
+fn bare_pipelines_cpu(window: Duration) -> Result<f64> {
+    let profile = diemcau_board::builtin("sim")?;
+    let enc = profile
+        .video
+        .encoders
+        .first()
+        .context("sim has an encoder")?
+        .launch_fragment();
+    let one_room = format!(
+        "videotestsrc is-live=true pattern=ball ! videoconvert ! videoscale ! videorate \
+         ! video/x-raw,width=1280,height=720,framerate=30/1 \
+         ! textoverlay text=\"Bench\" valignment=bottom halignment=left font-desc=\"Sans 24\" shaded-background=true \
+         ! videoconvert ! video/x-raw,format=I420 ! queue max-size-buffers=2 leaky=downstream \
+         ! {enc} ! video/x-h264,profile=constrained-baseline,stream-format=byte-stream ! h264parse \
+         ! rtph264pay config-interval=-1 aggregate-mode=zero-latency mtu=1200 pt=96 \
+         ! rtph264depay ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=I420 \
+         ! fakesink sync=false \
+         audiotestsrc is-live=true wave=sine freq=440 volume=0.3 ! audioconvert ! audioresample \
+         ! audio/x-raw,rate=48000,channels=1 ! opusenc inband-fec=true packet-loss-percentage=10 bitrate=32000 frame-size=20 \
+         ! rtpopuspay pt=111 ! rtpopusdepay ! opusdec plc=true ! audioconvert ! audioresample \
+         ! audio/x-raw,format=S16LE,rate=48000 ! fakesink sync=false"
+    );
+    let mut children: Vec<Child> = Vec::new();
+    for _ in 0..2 {
+        let args = shell_words(&one_room);
+        children.push(
+            Command::new("gst-launch-1.0")
+                .arg("-q")
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("gst-launch-1.0")?,
+        );
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let before: Vec<f64> = children
+        .iter()
+        .map(|c| cpu_seconds(c.id()))
+        .collect::<Result<_>>()?;
+    let t = Instant::now();
+    std::thread::sleep(window);
+    let after: Vec<f64> = children
+        .iter()
+        .map(|c| cpu_seconds(c.id()))
+        .collect::<Result<_>>()?;
+    let elapsed = t.elapsed();
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    if elapsed < window {
+        bail!("measurement window too short");
+    }
+    Ok(after.iter().zip(&before).map(|(a, b)| a - b).sum())
+}
+
+/// Splits a gst-launch line into arguments, keeping double-quoted parts.
+fn shell_words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}

@@ -263,22 +263,45 @@ impl RoomSpec {
     }
 }
 
-/// The `diemcau` binary built next to this test binary, or `$DIEMCAU_BIN`.
+static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+
+/// The `diemcau` binary of this workspace, built (once per process) with
+/// the same profile as the running test or benchmark, or `$DIEMCAU_BIN`.
 pub fn daemon_binary() -> Result<PathBuf> {
     if let Ok(p) = std::env::var("DIEMCAU_BIN") {
         return Ok(PathBuf::from(p));
     }
+    BUILT
+        .get_or_init(|| build_daemon().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+fn build_daemon() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let mut dir = exe.parent().context("test binary has no folder")?;
     if dir.ends_with("deps") {
         dir = dir.parent().context("no target folder")?;
     }
+    let release = dir.ends_with("release");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    cmd.args(["build", "--quiet", "-p", "diemcau", "--bin", "diemcau"])
+        .arg("--manifest-path")
+        .arg(&manifest);
+    if release {
+        cmd.arg("--release");
+    }
+    if let Some(target) = dir.parent() {
+        cmd.env("CARGO_TARGET_DIR", target);
+    }
+    let st = cmd.status().context("cannot run cargo to build diemcau")?;
+    if !st.success() {
+        bail!("building diemcau failed");
+    }
     let bin = dir.join("diemcau");
     if !bin.exists() {
-        bail!(
-            "{} does not exist: build it first (cargo build -p diemcau)",
-            bin.display()
-        );
+        bail!("{} does not exist after building", bin.display());
     }
     Ok(bin)
 }
@@ -312,7 +335,7 @@ impl Daemon {
         fs::write(
             &config,
             format!(
-                "[room]\nname = \"{name}\"\nboard = \"sim\"\n\n[conference]\njanus_url = \"{url}\"\nroom_id = {room}\n{pin}\n[media]\nvideo_out = \"{vo}\"\npng_dir = \"{png}\"\naudio_out = \"none\"\n{extra}\n[control]\nsocket = \"{sock}\"\n",
+                "[room]\nname = \"{name}\"\nboard = \"sim\"\n\n[conference]\njanus_url = \"{url}\"\nroom_id = {room}\n{pin}\n[media]\nvideo_out = \"{vo}\"\npng_dir = \"{png}\"\naudio_out = \"none\"\nstamp_frames = true\n{extra}\n[control]\nsocket = \"{sock}\"\n",
                 name = spec.name,
                 url = spec.janus_url,
                 room = spec.room_id,
@@ -381,6 +404,11 @@ impl Daemon {
 
     pub fn status(&self) -> Result<Status> {
         self.ctl(CtlCommand::Status)
+    }
+
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether the process is still running.

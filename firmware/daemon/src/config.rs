@@ -18,6 +18,7 @@
 //! video_out = "window"              # "window" | "png" | "none"
 //! png_dir = "/var/lib/diemcau/frames"
 //! audio_out = "device"              # "device" | "none"
+//! stamp_frames = false              # draw time stamps for latency tests
 //!
 //! [control]
 //! socket = "/run/diemcau/ctl.sock"
@@ -67,6 +68,7 @@ pub struct RawMedia {
     pub png_dir: Option<PathBuf>,
     pub png_every_secs: Option<i64>,
     pub audio_out: Option<String>,
+    pub stamp_frames: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -95,6 +97,9 @@ pub struct Config {
     pub jitter_ms: u32,
     pub video_out: VideoOutConfig,
     pub audio_out_device: bool,
+    /// Draw a machine-readable time stamp into the top rows of our picture,
+    /// so receivers can measure glass-to-glass latency (tests, benchmarks).
+    pub stamp_frames: bool,
     pub socket: PathBuf,
 }
 
@@ -269,6 +274,7 @@ impl Config {
             jitter_ms,
             video_out,
             audio_out_device,
+            stamp_frames: raw.media.stamp_frames.unwrap_or(false),
             socket: raw
                 .control
                 .socket

@@ -87,6 +87,7 @@ pub fn call_config(cfg: &Config, board: Board) -> CallConfig {
             profile,
             room_name: cfg.room_name.clone(),
             jitter_ms: cfg.jitter_ms,
+            stamp_frames: cfg.stamp_frames,
             video_out,
             audio_out,
         },
@@ -115,6 +116,7 @@ pub fn self_test(
         jitter_ms: 50,
         video_out: VideoOutConfig::None,
         audio_out_device: false,
+        stamp_frames: false,
         socket: Default::default(),
     };
     let b = board(&cfg)?;

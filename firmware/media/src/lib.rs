@@ -74,6 +74,8 @@ pub struct MediaSettings {
     pub room_name: String,
     /// Jitter buffer of received streams, in milliseconds.
     pub jitter_ms: u32,
+    /// Draw time stamps into our picture (see [`stamp`]).
+    pub stamp_frames: bool,
     pub video_out: VideoOut,
     pub audio_out: AudioOut,
 }

@@ -97,7 +97,9 @@ impl Publisher {
             t.set_property("do-nack", true);
         }
 
-        if let Some(pad) = pipeline.by_name("stamp").and_then(|e| e.static_pad("src")) {
+        if settings.stamp_frames
+            && let Some(pad) = pipeline.by_name("stamp").and_then(|e| e.static_pad("src"))
+        {
             pad.add_probe(gst::PadProbeType::BUFFER, |pad, info| {
                 stamp_buffer(pad, info);
                 gst::PadProbeReturn::Ok

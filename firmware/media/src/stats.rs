@@ -27,6 +27,7 @@ struct Inner {
     frame_times: VecDeque<Instant>,
     size: (u32, u32),
     first_frame: Option<Instant>,
+    first_frame_unix_ms: Option<u64>,
     audio_peak_db: f64,
     audio_level_db: Option<f64>,
     last_audio_level_at: Option<Instant>,
@@ -47,6 +48,8 @@ pub struct ReceiveStats {
     pub latency_p50_ms: Option<u64>,
     pub latency_p95_ms: Option<u64>,
     pub latency_samples: usize,
+    /// Wall-clock time of the first decoded frame (Unix milliseconds).
+    pub first_frame_unix_ms: Option<u64>,
 }
 
 fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
@@ -59,7 +62,13 @@ impl ReceiveCounters {
     pub fn video_frame(&self, now: Instant, width: u32, height: u32, latency_ms: Option<u64>) {
         self.video_frames.fetch_add(1, Ordering::Relaxed);
         let mut i = lock(&self.inner);
-        i.first_frame.get_or_insert(now);
+        if i.first_frame.is_none() {
+            i.first_frame = Some(now);
+            i.first_frame_unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis() as u64);
+        }
         i.size = (width, height);
         i.frame_times.push_back(now);
         while i
@@ -122,6 +131,7 @@ impl ReceiveCounters {
             latency_p50_ms: percentile(&sorted, 50),
             latency_p95_ms: percentile(&sorted, 95),
             latency_samples: sorted.len(),
+            first_frame_unix_ms: i.first_frame_unix_ms,
         }
     }
 }

@@ -75,11 +75,11 @@ impl Subscriber {
             let desc = match media.to_ascii_uppercase().as_str() {
                 "H264" => format!(
                     "rtph264depay ! h264parse ! {decoder} ! videoconvert ! video/x-raw,format=I420 \
-                     ! identity name=vprobe ! {video_chain}"
+                     ! identity name=vprobe sync=true ! {video_chain}"
                 ),
                 "VP8" => format!(
                     "rtpvp8depay ! vp8dec ! videoconvert ! video/x-raw,format=I420 \
-                     ! identity name=vprobe ! {video_chain}"
+                     ! identity name=vprobe sync=true ! {video_chain}"
                 ),
                 "OPUS" => format!(
                     "rtpopusdepay ! opusdec plc=true ! audioconvert ! audioresample \
@@ -127,6 +127,8 @@ fn video_chain(settings: &MediaSettings, peer: &str) -> String {
     let q = "queue max-size-buffers=3 max-size-time=0 max-size-bytes=0 leaky=downstream";
     match &settings.video_out {
         VideoOut::Discard => format!("{q} ! fakesink sync=false async=false"),
+        // The probe before the sink waits for the frame's display time
+        // (identity sync=true), so what it measures is what the screen shows.
         VideoOut::Sink(spec) => format!("{q} ! videoconvert ! {}", spec.launch_fragment()),
         VideoOut::Png { dir, every_secs } => format!(
             "{q} ! videorate drop-only=true ! video/x-raw,framerate=1/{every} ! videoconvert \
