@@ -54,20 +54,32 @@ fn main() -> Result<()> {
         // `cargo bench -- --list` and `cargo test --benches` probe this.
         return Ok(());
     }
+    // `cargo bench --bench call -- join` runs only the join part, etc.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
     isolate()?;
     let dir = scratch("bench")?;
-    let room = JanusRoom { id: 1234, pin: None };
+    let room = JanusRoom {
+        id: 1234,
+        pin: None,
+    };
     let janus = Janus::start(&dir.path().join("janus"), std::slice::from_ref(&room))?;
     let mut spec_a = RoomSpec::new("Bench A", &janus, &room);
     spec_a.extra_media = String::new();
     let a = Daemon::start(dir.path(), &spec_a)?;
     let b = Daemon::start(dir.path(), &RoomSpec::new("Bench B", &janus, &room))?;
     a.ctl(CtlCommand::Join)?;
-    a.wait_for("A in call", Duration::from_secs(20), |s| s.state == "in_call")?;
+    a.wait_for("A in call", Duration::from_secs(20), |s| {
+        s.state == "in_call"
+    })?;
 
     // 1. Join time.
     let mut joins = Vec::new();
-    for i in 0..10 {
+    let rounds = if wants("join") { 10 } else { 1 };
+    for i in 0..rounds {
         let t0 = unix_ms();
         b.ctl(CtlCommand::Join)?;
         let s = a.wait_for("B's first frame", Duration::from_secs(20), |s| {
@@ -79,8 +91,10 @@ fn main() -> Result<()> {
         let ms = first.saturating_sub(t0);
         println!("join {i}: {ms} ms");
         joins.push(ms);
-        b.wait_for("B in call", Duration::from_secs(10), |s| s.state == "in_call")?;
-        if i < 9 {
+        b.wait_for("B in call", Duration::from_secs(10), |s| {
+            s.state == "in_call"
+        })?;
+        if i + 1 < rounds {
             b.ctl(CtlCommand::Leave)?;
             b.wait_for("B idle", Duration::from_secs(10), |s| s.state == "idle")?;
             a.wait_for("B gone", Duration::from_secs(10), |s| {
@@ -89,41 +103,54 @@ fn main() -> Result<()> {
         }
     }
     let join_median = median(&mut joins.clone());
-    println!(
-        "join time (ctl join -> far end's first decoded frame), median of 10: {join_median} ms (min {} ms, max {} ms); target <= 1500 ms",
-        joins.iter().min().unwrap_or(&0),
-        joins.iter().max().unwrap_or(&0)
-    );
-
-    // 2. Latency over 20 s of call.
-    b.wait_for("A's video at B", Duration::from_secs(10), |s| {
-        peer(s, "Bench A").is_some_and(|p| p.media.video_frames > 30)
-    })?;
-    std::thread::sleep(Duration::from_secs(20));
-    for (d, other) in [(&a, "Bench B"), (&b, "Bench A")] {
-        let s = d.status()?;
-        let p = peer(&s, other).context("peer")?;
+    if wants("join") {
         println!(
-            "glass-to-glass {} -> {}: p50 {} ms, p95 {} ms over {} frames ({}x{} {:.0} fps, jitter buffer 50 ms); target p50 <= 120 ms",
-            other,
-            d.name,
-            p.media.latency_p50_ms.unwrap_or(0),
-            p.media.latency_p95_ms.unwrap_or(0),
-            p.media.latency_samples,
-            p.media.width,
-            p.media.height,
-            p.media.fps
+            "join time (ctl join -> far end's first decoded frame), median of 10: {join_median} ms (min {} ms, max {} ms); target <= 1500 ms",
+            joins.iter().min().unwrap_or(&0),
+            joins.iter().max().unwrap_or(&0)
         );
     }
 
+    // 2. Latency over 20 s of call.
+    if wants("latency") {
+        b.wait_for("A's video at B", Duration::from_secs(10), |s| {
+            peer(s, "Bench A").is_some_and(|p| p.media.video_frames > 30)
+        })?;
+        std::thread::sleep(Duration::from_secs(20));
+        for (d, other) in [(&a, "Bench B"), (&b, "Bench A")] {
+            let s = d.status()?;
+            let p = peer(&s, other).context("peer")?;
+            println!(
+                "glass-to-glass {} -> {}: p50 {} ms, p95 {} ms over {} frames ({}x{} {:.0} fps, jitter buffer 50 ms); target p50 <= 120 ms",
+                other,
+                d.name,
+                p.media.latency_p50_ms.unwrap_or(0),
+                p.media.latency_p95_ms.unwrap_or(0),
+                p.media.latency_samples,
+                p.media.width,
+                p.media.height,
+                p.media.fps
+            );
+        }
+    }
+
     // 3. CPU per minute of call.
+    if !wants("cpu") {
+        return Ok(());
+    }
     let window = Duration::from_secs(30);
     let pids = [pid_of(&a)?, pid_of(&b)?];
-    let before: Vec<f64> = pids.iter().map(|p| cpu_seconds(*p)).collect::<Result<_>>()?;
+    let before: Vec<f64> = pids
+        .iter()
+        .map(|p| cpu_seconds(*p))
+        .collect::<Result<_>>()?;
     std::thread::sleep(window);
-    let after: Vec<f64> = pids.iter().map(|p| cpu_seconds(*p)).collect::<Result<_>>()?;
-    let call_cpu: f64 = after.iter().zip(&before).map(|(a, b)| a - b).sum::<f64>()
-        * (60.0 / window.as_secs_f64());
+    let after: Vec<f64> = pids
+        .iter()
+        .map(|p| cpu_seconds(*p))
+        .collect::<Result<_>>()?;
+    let call_cpu: f64 =
+        after.iter().zip(&before).map(|(a, b)| a - b).sum::<f64>() * (60.0 / window.as_secs_f64());
     let bare_cpu = bare_pipelines_cpu(window)? * (60.0 / window.as_secs_f64());
     println!(
         "CPU of a two-room call: {call_cpu:.1} CPU-s per minute (both daemons); bare gst-launch encode+decode of the same streams: {bare_cpu:.1} CPU-s per minute; ratio {:.2}; target <= 1.15",

@@ -374,7 +374,7 @@ impl Agent {
     fn set_reachable(&self, ok: bool) {
         let prev = {
             let mut st = lock(&self.inner.status);
-            std::mem::replace(&mut st.reachable, Some(ok))
+            st.reachable.replace(ok)
         };
         if prev != Some(ok) {
             tracing::info!(reachable = ok, "district server reachability changed");

@@ -153,6 +153,10 @@ async fn session(
     mut stop: oneshot::Receiver<()>,
 ) -> Result<Ended, CallError> {
     tracing::info!(%call, url = %cfg.janus_url, room = cfg.room.room_id, "joining");
+    // Start the camera and encoder first: they warm up while we talk to
+    // the server (four round trips, long ones on a poor link).
+    let (mtx, mut mrx) = mpsc::unbounded_channel();
+    let publisher = Publisher::start(&cfg.media, tagged(mtx.clone(), Tag::Publisher))?;
     let (client, mut sig) = tokio::select! {
         r = JanusClient::connect(&cfg.janus_url, cfg.room.clone()) => r?,
         _ = &mut stop => return Ok(Ended::Stopped),
@@ -163,8 +167,6 @@ async fn session(
     };
     tracing::info!(%call, feed = joined.feed_id, publishers = joined.publishers.len(), "joined the room");
 
-    let (mtx, mut mrx) = mpsc::unbounded_channel();
-    let publisher = Publisher::start(&cfg.media, tagged(mtx.clone(), Tag::Publisher))?;
     let offer = publisher.offer().await?;
     tracing::debug!(%call, sdp = %offer, "publisher offer");
     let answer = client.publish(&offer).await?;

@@ -83,7 +83,23 @@ pub struct MediaSettings {
 /// Initialises GStreamer once per process and turns libnice's UPnP off.
 pub fn init() -> Result<(), MediaError> {
     gst::init().map_err(|e| MediaError::Init(e.to_string()))?;
-    ice::disable_upnp()
+    ice::disable_upnp()?;
+    warm_up_dtls();
+    Ok(())
+}
+
+/// GStreamer generates the process's DTLS certificate (an RSA key, shared by
+/// every PeerConnection of the process) when the first DTLS element is made:
+/// a noticeable delay on a small ARM board. Pay it at start-up rather than at
+/// the first join.
+fn warm_up_dtls() {
+    let t = std::time::Instant::now();
+    let made = gst::ElementFactory::make("dtlsdec").build().is_ok();
+    tracing::debug!(
+        made,
+        elapsed_ms = t.elapsed().as_millis() as u64,
+        "DTLS certificate ready"
+    );
 }
 
 /// Whether an element factory called `name` is installed.

@@ -95,7 +95,11 @@ fn demo(rooms: usize, duration: Option<u64>, out: PathBuf, headless: bool) -> Re
                 .parent()
                 .map(|p| p.join("frames"))
                 .unwrap_or_default();
-            println!("{}: received frames are written to {}", d.name, frames.display());
+            println!(
+                "{}: received frames are written to {}",
+                d.name,
+                frames.display()
+            );
         }
     }
     println!("status: sudo diemcau ctl --socket <room>/ctl.sock status   (Ctrl-C to stop)");
