@@ -26,7 +26,9 @@ fn arb_heartbeat() -> impl Strategy<Value = Heartbeat> {
     )
         .prop_map(|(state, uptime_s, temperature_c, q, call)| Heartbeat {
             state,
-            versions: [("daemon".to_string(), "0.1.0".to_string())].into_iter().collect(),
+            versions: [("daemon".to_string(), "0.1.0".to_string())]
+                .into_iter()
+                .collect(),
             uptime_s,
             temperature_c,
             link: LinkStats {
@@ -109,10 +111,30 @@ proptest! {
 
 #[test]
 fn events_at_limit() {
-    let ev = DeviceEvent { id: "e".into(), at: 1, kind: DeviceEventKind::Joined, meeting_id: None, message: None, offline: false };
-    assert!(EventBatch { events: vec![ev.clone(); 500] }.validate().is_ok());
-    let e = EventBatch { events: vec![ev; 501] }.validate().unwrap_err();
+    let ev = DeviceEvent {
+        id: "e".into(),
+        at: 1,
+        kind: DeviceEventKind::Joined,
+        meeting_id: None,
+        message: None,
+        offline: false,
+    };
+    assert!(
+        EventBatch {
+            events: vec![ev.clone(); 500]
+        }
+        .validate()
+        .is_ok()
+    );
+    let e = EventBatch {
+        events: vec![ev; 501],
+    }
+    .validate()
+    .unwrap_err();
     assert_eq!(e.field, "events");
-    assert_eq!(DeviceEventKind::parse("join_failed"), Some(DeviceEventKind::JoinFailed));
+    assert_eq!(
+        DeviceEventKind::parse("join_failed"),
+        Some(DeviceEventKind::JoinFailed)
+    );
     assert_eq!(DeviceEventKind::parse("nope"), None);
 }

@@ -188,12 +188,15 @@ impl From<ValidationError> for HttpError {
 }
 
 fn parse_json<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, HttpError> {
-    let v: T = serde_json::from_slice(body).map_err(|e| {
-        HttpError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("body: {e}"),
-        )
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let v: T = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = if path == "." {
+            format!("body: {}", e.inner())
+        } else {
+            format!("invalid field `{path}`: {}", e.inner())
+        };
+        HttpError::new(StatusCode::BAD_REQUEST, "invalid_json", msg)
     })?;
     v.validate()?;
     Ok(v)

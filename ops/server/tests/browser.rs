@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt as _;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Cdp {
     ws: Ws,
@@ -34,7 +35,10 @@ impl Cdp {
         if let Some(s) = &self.session {
             msg["sessionId"] = json!(s);
         }
-        self.ws.send(Message::text(msg.to_string())).await.expect("cdp send");
+        self.ws
+            .send(Message::text(msg.to_string()))
+            .await
+            .expect("cdp send");
         loop {
             let m = tokio::time::timeout(Duration::from_secs(20), self.ws.next())
                 .await
@@ -53,7 +57,10 @@ impl Cdp {
 
     async fn eval(&mut self, expr: &str) -> Value {
         let r = self
-            .call("Runtime.evaluate", json!({"expression": expr, "awaitPromise": true, "returnByValue": true}))
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expr, "awaitPromise": true, "returnByValue": true}),
+            )
             .await;
         assert!(r.get("exceptionDetails").is_none(), "{expr}: {r}");
         r["result"]["value"].clone()
@@ -62,13 +69,18 @@ impl Cdp {
     async fn wait_js(&mut self, expr: &str, what: &str) {
         let t0 = Instant::now();
         while self.eval(expr).await != json!(true) {
-            assert!(t0.elapsed() < Duration::from_secs(15), "page never showed {what}");
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "page never showed {what}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     async fn screenshot(&mut self, dir: &std::path::Path, name: &str) {
-        let r = self.call("Page.captureScreenshot", json!({"format": "png"})).await;
+        let r = self
+            .call("Page.captureScreenshot", json!({"format": "png"}))
+            .await;
         let png = base64::engine::general_purpose::STANDARD
             .decode(r["data"].as_str().expect("png data"))
             .expect("png b64");
@@ -126,11 +138,22 @@ async fn launch() -> (Browser, Cdp) {
     .await
     .expect("chromium DevTools URL within 30 s");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let (ws, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await.expect("cdp connect");
-    let mut cdp = Cdp { ws, next: 0, session: None };
-    let target = cdp.call("Target.createTarget", json!({"url": "about:blank"})).await;
+    let (ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+        .await
+        .expect("cdp connect");
+    let mut cdp = Cdp {
+        ws,
+        next: 0,
+        session: None,
+    };
+    let target = cdp
+        .call("Target.createTarget", json!({"url": "about:blank"}))
+        .await;
     let s = cdp
-        .call("Target.attachToTarget", json!({"targetId": target["targetId"], "flatten": true}))
+        .call(
+            "Target.attachToTarget",
+            json!({"targetId": target["targetId"], "flatten": true}),
+        )
         .await;
     cdp.session = Some(s["sessionId"].as_str().expect("session").to_owned());
     cdp.call("Page.enable", json!({})).await;
@@ -140,7 +163,13 @@ async fn launch() -> (Browser, Cdp) {
         json!({"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": false}),
     )
     .await;
-    (Browser { child, _profile: profile }, cdp)
+    (
+        Browser {
+            child,
+            _profile: profile,
+        },
+        cdp,
+    )
 }
 
 fn hb(state: DeviceState, quality: u8, temp: f32) -> Heartbeat {
@@ -155,7 +184,7 @@ fn hb(state: DeviceState, quality: u8, temp: f32) -> Heartbeat {
             rtt_ms: Some(15),
             quality_pct: Some(quality),
         },
-        call: (state == DeviceState::InCall).then(|| CallStats {
+        call: (state == DeviceState::InCall).then_some(CallStats {
             meeting_id: None,
             bitrate_kbps: 1500,
             fps: 25.0,
@@ -170,11 +199,16 @@ async fn fleet_page_in_headless_chromium() {
     let ops = Ops::start().await;
     {
         let store = &ops.server.as_ref().expect("server").state.store;
-        diemcau_ops::admin::add_commune(store, "xa-son-ha", "Xã Sơn Hà").await.expect("commune");
+        diemcau_ops::admin::add_commune(store, "xa-son-ha", "Xã Sơn Hà")
+            .await
+            .expect("commune");
     }
-    let mut a = Device::start(ops.device_config("a", &ops.token(1, Some("xa-a")).await, None)).await;
-    let mut b = Device::start(ops.device_config("b", &ops.token(1, Some("xa-b")).await, None)).await;
-    let mut c = Device::start(ops.device_config("c", &ops.token(1, Some("xa-son-ha")).await, None)).await;
+    let mut a =
+        Device::start(ops.device_config("a", &ops.token(1, Some("xa-a")).await, None)).await;
+    let mut b =
+        Device::start(ops.device_config("b", &ops.token(1, Some("xa-b")).await, None)).await;
+    let mut c =
+        Device::start(ops.device_config("c", &ops.token(1, Some("xa-son-ha")).await, None)).await;
     a.wait_enrolled(&ops).await;
     b.wait_enrolled(&ops).await;
     c.wait_enrolled(&ops).await;
@@ -191,7 +225,12 @@ async fn fleet_page_in_headless_chromium() {
     assert_eq!(r.status(), 201);
     let cid = c.agent.device_id().expect("c id");
     common::eventually(15, "c offline", || async {
-        let v: Value = ops.get(&format!("/api/v1/admin/devices/{cid}")).await.json().await.ok()?;
+        let v: Value = ops
+            .get(&format!("/api/v1/admin/devices/{cid}"))
+            .await
+            .json()
+            .await
+            .ok()?;
         (v["device"]["status"] == "offline").then_some(())
     })
     .await;
@@ -203,8 +242,13 @@ async fn fleet_page_in_headless_chromium() {
     std::fs::create_dir_all(&shots).expect("screens dir");
 
     let (_browser, mut cdp) = launch().await;
-    cdp.call("Page.navigate", json!({"url": format!("{}/", ops.url)})).await;
-    cdp.wait_js("location.pathname === '/login' && document.readyState === 'complete'", "login page").await;
+    cdp.call("Page.navigate", json!({"url": format!("{}/", ops.url)}))
+        .await;
+    cdp.wait_js(
+        "location.pathname === '/login' && document.readyState === 'complete'",
+        "login page",
+    )
+    .await;
     cdp.screenshot(&shots, "login.png").await;
     cdp.eval(&format!(
         "document.getElementById('u').value = {}; document.getElementById('p').value = {}; document.querySelector('form').submit(); true",
@@ -212,18 +256,43 @@ async fn fleet_page_in_headless_chromium() {
         json!(PASSWORD)
     ))
     .await;
-    cdp.wait_js("location.pathname === '/' && document.querySelectorAll('tr.dev').length === 3", "fleet rows").await;
-    cdp.wait_js("document.getElementById('schedule').textContent.includes('tháng 12')", "schedule").await;
+    cdp.wait_js(
+        "location.pathname === '/' && document.querySelectorAll('tr.dev').length === 3",
+        "fleet rows",
+    )
+    .await;
+    cdp.wait_js(
+        "document.getElementById('schedule').textContent.includes('tháng 12')",
+        "schedule",
+    )
+    .await;
     let text = cdp.eval("document.body.innerText").await;
     let text = text.as_str().expect("text");
-    for needle in ["Trực tuyến", "Đang họp", "Mất kết nối", "Xã Tân Lập", "Xã Sơn Hà", "Triệu tập ngay", "Lịch họp"] {
+    for needle in [
+        "Trực tuyến",
+        "Đang họp",
+        "Mất kết nối",
+        "Xã Tân Lập",
+        "Xã Sơn Hà",
+        "Triệu tập ngay",
+        "Lịch họp",
+    ] {
         assert!(text.contains(needle), "page lacks {needle}:\n{text}");
     }
-    assert_eq!(cdp.eval("document.getElementById('n-in_call').textContent").await, "1");
-    assert_eq!(cdp.eval("document.getElementById('n-offline').textContent").await, "1");
+    assert_eq!(
+        cdp.eval("document.getElementById('n-in_call').textContent")
+            .await,
+        "1"
+    );
+    assert_eq!(
+        cdp.eval("document.getElementById('n-offline').textContent")
+            .await,
+        "1"
+    );
     cdp.screenshot(&shots, "fleet-vi.png").await;
 
-    cdp.eval("document.getElementById('lang-en').click(); true").await;
+    cdp.eval("document.getElementById('lang-en').click(); true")
+        .await;
     cdp.wait_js("document.body.innerText.includes('Convene now') && document.body.innerText.includes('In call')", "English labels")
         .await;
     cdp.screenshot(&shots, "fleet-en.png").await;
@@ -235,15 +304,29 @@ async fn fleet_page_in_headless_chromium() {
     )
     .await;
     let clicked = Instant::now();
-    cdp.eval("document.getElementById('convene-btn').click(); true").await;
-    let ev = a.wait_for(5, "convene from the page", |e| matches!(e, AgentEvent::Convene(_))).await;
+    cdp.eval("document.getElementById('convene-btn').click(); true")
+        .await;
+    let ev = a
+        .wait_for(5, "convene from the page", |e| {
+            matches!(e, AgentEvent::Convene(_))
+        })
+        .await;
     let latency = clicked.elapsed();
     assert!(latency < Duration::from_secs(5), "convene took {latency:?}");
-    assert!(matches!(ev, AgentEvent::Convene(m) if m.title == "Họp khẩn phòng chống lũ" && m.urgent));
+    assert!(
+        matches!(ev, AgentEvent::Convene(m) if m.title == "Họp khẩn phòng chống lũ" && m.urgent)
+    );
     eprintln!("convene click → room event: {latency:?}");
-    cdp.wait_js("document.getElementById('c-msg').textContent.includes('1')", "convene confirmation").await;
-    cdp.wait_js("document.getElementById('schedule').textContent.includes('phòng chống lũ')", "urgent meeting in schedule")
-        .await;
+    cdp.wait_js(
+        "document.getElementById('c-msg').textContent.includes('1')",
+        "convene confirmation",
+    )
+    .await;
+    cdp.wait_js(
+        "document.getElementById('schedule').textContent.includes('phòng chống lũ')",
+        "urgent meeting in schedule",
+    )
+    .await;
     cdp.screenshot(&shots, "convene-en.png").await;
     // The other commune's room is not called.
     assert!(
@@ -262,6 +345,7 @@ async fn fleet_page_in_headless_chromium() {
     cdp.eval("document.getElementById('lang-vi').click(); document.querySelector('tr.dev').click(); true").await;
     cdp.wait_js("document.getElementById('detail').style.display === 'block' && document.getElementById('d-events').children.length > 0", "device detail")
         .await;
-    cdp.eval("window.scrollTo(0, document.body.scrollHeight); true").await;
+    cdp.eval("window.scrollTo(0, document.body.scrollHeight); true")
+        .await;
     cdp.screenshot(&shots, "device-detail-vi.png").await;
 }

@@ -104,8 +104,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn bench(args: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(args.devices > 0 && args.interval_s > 0, "--devices and --interval-s must be positive");
-    anyhow::ensure!(args.duration_s > args.interval_s && args.duration_s <= 900, "--duration-s must be > interval and ≤ 900");
+    anyhow::ensure!(
+        args.devices > 0 && args.interval_s > 0,
+        "--devices and --interval-s must be positive"
+    );
+    anyhow::ensure!(
+        args.duration_s > args.interval_s && args.duration_s <= 900,
+        "--duration-s must be > interval and ≤ 900"
+    );
     let dir = tempfile::tempdir()?;
     let db = format!("sqlite://{}", dir.path().join("bench.db").display());
     let t0 = Instant::now();
@@ -120,7 +126,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                     id: format!("dev_bench{i:06}"),
                     serial: format!("BENCH{i:06}"),
                     board: "sim".into(),
-                    public_key: base64::engine::general_purpose::STANDARD.encode(k.verifying_key().to_bytes()),
+                    public_key: base64::engine::general_purpose::STANDARD
+                        .encode(k.verifying_key().to_bytes()),
                     token_hash: "bench".into(),
                     commune_id: Some("xa-bench".into()),
                     versions: "{}".into(),
@@ -148,10 +155,17 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let pid = child.id().context("server pid")?;
     let mut out = tokio::io::BufReader::new(child.stdout.take().context("stdout")?);
     let mut line = String::new();
-    tokio::time::timeout(Duration::from_secs(20), tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line))
-        .await
-        .context("server did not start in 20 s")??;
-    let addr = line.trim().strip_prefix("READY ").context("server READY line")?.to_owned();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line),
+    )
+    .await
+    .context("server did not start in 20 s")??;
+    let addr = line
+        .trim()
+        .strip_prefix("READY ")
+        .context("server READY line")?
+        .to_owned();
     let base = format!("http://{addr}");
 
     // One connection pool shared by all simulated devices: a real board has
@@ -180,7 +194,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
     let hb = diemcau_ops_api::Heartbeat {
         state: diemcau_ops_api::DeviceState::Idle,
-        versions: [("daemon".to_string(), "0.1.0".to_string())].into_iter().collect(),
+        versions: [("daemon".to_string(), "0.1.0".to_string())]
+            .into_iter()
+            .collect(),
         uptime_s: 1000,
         temperature_c: Some(50.0),
         link: diemcau_ops_api::LinkStats {
@@ -243,11 +259,23 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     l.sort_unstable();
     let errs = errors.load(Ordering::Relaxed);
     let push_closed = push_open.load(Ordering::Relaxed);
-    println!("ops-bench: {} devices, heartbeat every {} s, {} s run ({} s warm-up not counted), {} push streams", args.devices, args.interval_s, args.duration_s, args.interval_s, args.push_streams.min(args.devices));
+    println!(
+        "ops-bench: {} devices, heartbeat every {} s, {} s run ({} s warm-up not counted), {} push streams",
+        args.devices,
+        args.interval_s,
+        args.duration_s,
+        args.interval_s,
+        args.push_streams.min(args.devices)
+    );
     if args.push_streams > 0 {
         println!("push streams closed early: {push_closed}");
     }
-    println!("requests measured: {} ({:.0}/s), errors: {}", l.len(), l.len() as f64 / wall, errs);
+    println!(
+        "requests measured: {} ({:.0}/s), errors: {}",
+        l.len(),
+        l.len() as f64 / wall,
+        errs
+    );
     println!(
         "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
         pct(&l, 0.50),
@@ -256,8 +284,17 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         pct(&l, 0.999),
         pct(&l, 1.0)
     );
-    println!("server CPU: {server_cpu:.1}% of one core (measured window), RSS {rss:.0} MB; load generator CPU total {self_cpu:.1} s");
+    println!(
+        "server CPU: {server_cpu:.1}% of one core (measured window), RSS {rss:.0} MB; load generator CPU total {self_cpu:.1} s"
+    );
     let p99 = pct(&l, 0.99);
-    println!("target p99 <= 50 ms: {}", if p99 <= 50.0 && errs == 0 { "MET" } else { "NOT MET" });
+    println!(
+        "target p99 <= 50 ms: {}",
+        if p99 <= 50.0 && errs == 0 {
+            "MET"
+        } else {
+            "NOT MET"
+        }
+    );
     Ok(())
 }
