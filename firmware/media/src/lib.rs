@@ -13,6 +13,7 @@
 //! server is set, and [`init`] turns libnice's UPnP off for every ICE agent
 //! the process creates.
 
+pub mod adapt;
 mod ice;
 pub mod publisher;
 pub mod selftest;
