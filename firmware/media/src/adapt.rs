@@ -32,8 +32,7 @@
 //!   resumes at 180p10 once the rate has grown back past
 //!   [`Config::resume_kbps`] after 3 s clean.
 //!
-//! The numbers a publisher needs in order to apply a target are described
-//! on [`Target`] and [`encoder_bitrate`].
+//! How a publisher applies a target is described on [`Target`].
 
 use serde::Serialize;
 
@@ -204,8 +203,10 @@ impl Default for Config {
 ///   it, or block the pad); audio is untouched. On resume open the valve
 ///   and request a key frame (force-key-unit event upstream of the
 ///   encoder).
-/// * `video_kbps` → the encoder's bitrate property (x264enc `bitrate`
-///   kbit/s; openh264enc `bitrate` bit/s; ...: [`encoder_bitrate`]).
+/// * `video_kbps` → the encoder's bitrate property, in its own unit
+///   (x264enc/vaapih264enc `bitrate` kbit/s; openh264enc/nvv4l2h264enc
+///   `bitrate` bit/s; mpph264enc `bps`; v4l2h264enc `extra-controls`
+///   `video_bitrate`): the table in `diemcau_board::encoder`.
 /// * `opus_loss_percent` → `opusenc packet-loss-percentage`, with
 ///   `inband-fec=true` always; `opus_dtx` → `opusenc dtx`.
 /// * `video_fec_percent` → the video transceiver's `fec-percentage`
@@ -462,31 +463,6 @@ fn ladder_step(cfg: &Config, rate: f64, top: Step) -> Step {
         .filter(|s| *s >= top && *s != Step::Paused)
         .find(|s| rate >= f64::from(s.min_kbps()))
         .unwrap_or(Step::P180x10)
-}
-
-/// How an encoder takes its target rate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BitrateProperty {
-    /// An integer property in kbit/s.
-    Kbit(&'static str),
-    /// An integer property in bit/s.
-    Bit(&'static str),
-    /// `extra-controls` of a V4L2 encoder: `controls,video_bitrate=BITS`.
-    V4l2ExtraControls,
-}
-
-/// The property that sets the rate of encoder `factory` (the element
-/// factory name chosen by the board profile), if we know it.
-pub fn encoder_bitrate(factory: &str) -> Option<BitrateProperty> {
-    Some(match factory {
-        "x264enc" | "vaapih264enc" | "vah264enc" | "vah264lpenc" => {
-            BitrateProperty::Kbit("bitrate")
-        }
-        "openh264enc" | "nvv4l2h264enc" => BitrateProperty::Bit("bitrate"),
-        "mpph264enc" => BitrateProperty::Bit("bps"),
-        "v4l2h264enc" => BitrateProperty::V4l2ExtraControls,
-        _ => return None,
-    })
 }
 
 #[cfg(test)]
@@ -843,26 +819,5 @@ mod tests {
         assert_eq!(ladder_step(&cfg, 120.0, Step::P720x30), Step::P180x10);
         assert_eq!(ladder_step(&cfg, 220.0, Step::P720x30), Step::P360x15);
         assert_eq!(ladder_step(&cfg, 5_000.0, Step::P540x25), Step::P540x25);
-    }
-
-    #[test]
-    fn encoder_bitrate_properties() {
-        assert_eq!(
-            encoder_bitrate("x264enc"),
-            Some(BitrateProperty::Kbit("bitrate"))
-        );
-        assert_eq!(
-            encoder_bitrate("openh264enc"),
-            Some(BitrateProperty::Bit("bitrate"))
-        );
-        assert_eq!(
-            encoder_bitrate("v4l2h264enc"),
-            Some(BitrateProperty::V4l2ExtraControls)
-        );
-        assert_eq!(
-            encoder_bitrate("mpph264enc"),
-            Some(BitrateProperty::Bit("bps"))
-        );
-        assert_eq!(encoder_bitrate("nonesuch"), None);
     }
 }
