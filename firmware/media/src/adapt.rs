@@ -194,7 +194,7 @@ impl Default for Config {
 
 /// What to send now.
 ///
-/// Applying it in the publisher (see also [`encoder_bitrate`]):
+/// Applying it in the publisher:
 /// * `step.format()` → the capsfilter after `videoscale ! videorate`:
 ///   `video/x-raw,width=W,height=H,framerate=F/1` (set its `caps`
 ///   property; videoscale and videorate renegotiate on the fly). The
