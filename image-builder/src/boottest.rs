@@ -1,0 +1,328 @@
+//! The emulated boot test for CI: takes a qemu-virt image, pulls the kernel,
+//! initramfs and command line out of its boot partition (mtools, no
+//! mount), boots it with `qemu-system-aarch64 -M virt` (software
+//! emulation, user-mode networking: the host is 10.0.2.2 from the guest,
+//! the disk in snapshot mode so the image is not changed), watches the
+//! serial console without a keyboard and reports how long each stage took,
+//! up to the ready line (`DIEMCAU-READY`, printed once diemcau.service
+//! has told systemd it is ready) or a pattern of the caller's choosing.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::layout;
+use crate::tools::{self, ToolError};
+
+/// Printed on the console by `diemcau-ready.service`.
+pub const READY_LINE: &str = "DIEMCAU-READY";
+
+/// How to run the boot.
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    pub image: PathBuf,
+    /// A line containing this ends the test with success.
+    pub ready: String,
+    pub timeout: Duration,
+    pub memory_mib: u32,
+    pub smp: u32,
+    /// Copy of the whole console output.
+    pub console_log: Option<PathBuf>,
+    /// Echo console lines to stderr as they come.
+    pub echo: bool,
+}
+
+/// When each stage was seen, in seconds since QEMU started.
+#[derive(Debug, Clone, Default)]
+pub struct BootTimes {
+    pub kernel: Option<f64>,
+    pub initramfs: Option<f64>,
+    pub root_mounted: Option<f64>,
+    pub multi_user: Option<f64>,
+    pub ready: Option<f64>,
+}
+
+/// Why the boot test failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("cannot read the image's partition table")]
+    Layout(#[from] layout::LayoutError),
+    #[error("cannot take {file} out of the boot partition")]
+    Extract {
+        file: &'static str,
+        #[source]
+        source: ToolError,
+    },
+    #[error("cannot start QEMU")]
+    Qemu(#[source] ToolError),
+    #[error("cannot start QEMU")]
+    Spawn(#[source] std::io::Error),
+    #[error(
+        "the guest did not print {ready:?} within {secs} s; last stage seen: {last}; last console lines:\n{tail}"
+    )]
+    Timeout {
+        ready: String,
+        secs: u64,
+        last: String,
+        tail: String,
+    },
+    #[error("the guest failed: {line}\nlast console lines:\n{tail}")]
+    Failed { line: String, tail: String },
+    #[error("QEMU exited before the guest was ready; last console lines:\n{tail}")]
+    Exited { tail: String },
+    #[error("cannot write {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Lines that end the test with failure at once.
+const FATAL: &[&str] = &[
+    "Kernel panic",
+    "Gave up waiting for root file system device",
+    "ALERT! ",
+    "You are in emergency mode",
+    "Failed to start diemcau.service",
+];
+
+fn extract(image: &Path, offset: u64, file: &'static str, out: &Path) -> Result<(), BootError> {
+    let err = |source| BootError::Extract { file, source };
+    let mut c = tools::cmd("mcopy").map_err(err)?;
+    c.env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-o", "-n", "-i"])
+        .arg(tools::mtools_target(image, offset))
+        .arg(format!("::{file}"))
+        .arg(out);
+    tools::run(c).map_err(err)?;
+    Ok(())
+}
+
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Marks a console line with the stage it shows, if any.
+pub fn classify(line: &str, t: f64, times: &mut BootTimes) {
+    let set = |slot: &mut Option<f64>| {
+        if slot.is_none() {
+            *slot = Some(t);
+        }
+    };
+    if line.contains("Booting Linux on physical CPU") || line.contains("Linux version") {
+        set(&mut times.kernel);
+    }
+    if line.contains("Run /init as init process") || line.contains("Loading, please wait") {
+        set(&mut times.initramfs);
+    }
+    if line.contains("EXT4-fs (vda2): mounted") || line.contains("Welcome to Debian") {
+        set(&mut times.root_mounted);
+    }
+    if line.contains("Reached target") && line.contains("Multi-User System") {
+        set(&mut times.multi_user);
+    }
+}
+
+/// Boots the image and waits for the ready line.
+pub fn run(opts: &BootOptions) -> Result<BootTimes, BootError> {
+    let boot = layout::find_boot(&opts.image)?;
+    let tmp = tempfile::tempdir().map_err(|source| BootError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let kernel = tmp.path().join("vmlinuz");
+    let initrd = tmp.path().join("initrd.img");
+    let cmdline_file = tmp.path().join("cmdline.txt");
+    extract(&opts.image, boot.start, "vmlinuz", &kernel)?;
+    extract(&opts.image, boot.start, "initrd.img", &initrd)?;
+    extract(&opts.image, boot.start, "cmdline.txt", &cmdline_file)?;
+    let cmdline = std::fs::read_to_string(&cmdline_file)
+        .map_err(|source| BootError::Io {
+            path: cmdline_file.clone(),
+            source,
+        })?
+        .trim()
+        .to_owned();
+    // Status lines on the serial console so the stages can be seen.
+    let cmdline = format!("{cmdline} systemd.show_status=1");
+
+    let mut c = tools::cmd("qemu-system-aarch64").map_err(BootError::Qemu)?;
+    c.args(["-M", "virt", "-cpu", "cortex-a72"])
+        .args(["-smp", &opts.smp.to_string()])
+        .args(["-m", &opts.memory_mib.to_string()])
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+        .arg("-kernel")
+        .arg(&kernel)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", &cmdline])
+        .arg("-drive")
+        .arg(format!(
+            "file={},format=raw,if=virtio,snapshot=on",
+            opts.image.display()
+        ))
+        .args([
+            "-netdev",
+            "user,id=n0",
+            "-device",
+            "virtio-net-pci,netdev=n0",
+        ])
+        .args(["-no-reboot"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = Guard(c.spawn().map_err(BootError::Spawn)?);
+    let (tx, rx) = mpsc::channel::<Option<String>>();
+    let stdout = child.0.stdout.take().expect("piped");
+    let stderr = child.0.stderr.take().expect("piped");
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let l = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                    if tx.send(Some(l)).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = tx.send(None);
+    });
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx2.send(Some(format!("[qemu] {l}")));
+        }
+    });
+    let mut log = match &opts.console_log {
+        Some(p) => Some(std::fs::File::create(p).map_err(|source| BootError::Io {
+            path: p.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    let mut times = BootTimes::default();
+    let mut tail: Vec<String> = Vec::new();
+    let tail_text = |t: &Vec<String>| t.join("\n");
+    loop {
+        let left = opts.timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            let last = last_stage(&times);
+            return Err(BootError::Timeout {
+                ready: opts.ready.clone(),
+                secs: opts.timeout.as_secs(),
+                last,
+                tail: tail_text(&tail),
+            });
+        }
+        let line = match rx.recv_timeout(left.min(Duration::from_secs(1))) {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                return Err(BootError::Exited {
+                    tail: tail_text(&tail),
+                });
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(BootError::Exited {
+                    tail: tail_text(&tail),
+                });
+            }
+        };
+        let t = started.elapsed().as_secs_f64();
+        if opts.echo {
+            eprintln!("{t:7.1} | {line}");
+        }
+        if let Some(f) = log.as_mut() {
+            let _ = writeln!(f, "{t:7.1} | {line}");
+        }
+        tail.push(line.clone());
+        if tail.len() > 30 {
+            tail.remove(0);
+        }
+        classify(&line, t, &mut times);
+        if line.contains(&opts.ready) {
+            times.ready = Some(t);
+            return Ok(times);
+        }
+        if let Some(f) = FATAL.iter().find(|f| line.contains(*f)) {
+            tracing::debug!(pattern = f, "fatal console line");
+            return Err(BootError::Failed {
+                line,
+                tail: tail_text(&tail),
+            });
+        }
+    }
+}
+
+fn last_stage(t: &BootTimes) -> String {
+    if t.multi_user.is_some() {
+        "multi-user target reached".into()
+    } else if t.root_mounted.is_some() {
+        "root file system mounted, systemd starting".into()
+    } else if t.initramfs.is_some() {
+        "initramfs running".into()
+    } else if t.kernel.is_some() {
+        "kernel booting".into()
+    } else {
+        "nothing on the console".into()
+    }
+}
+
+/// The summary printed at the end.
+pub fn summary(t: &BootTimes) -> String {
+    let f = |x: Option<f64>| x.map(|v| format!("{v:.1} s")).unwrap_or_else(|| "-".into());
+    format!(
+        "kernel {} | initramfs {} | root mounted {} | multi-user {} | ready {}\nboot-to-ready under emulation: {}",
+        f(t.kernel),
+        f(t.initramfs),
+        f(t.root_mounted),
+        f(t.multi_user),
+        f(t.ready),
+        f(t.ready)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_are_recognised_once() {
+        let mut t = BootTimes::default();
+        classify(
+            "[    0.000000] Booting Linux on physical CPU 0x0",
+            1.0,
+            &mut t,
+        );
+        classify("[    2.1] Run /init as init process", 3.0, &mut t);
+        classify("Welcome to Debian GNU/Linux 12 (bookworm)!", 8.0, &mut t);
+        classify(
+            "[  OK  ] Reached target multi-user.target - Multi-User System.",
+            20.0,
+            &mut t,
+        );
+        classify(
+            "[  OK  ] Reached target multi-user.target - Multi-User System.",
+            30.0,
+            &mut t,
+        );
+        assert_eq!(t.kernel, Some(1.0));
+        assert_eq!(t.initramfs, Some(3.0));
+        assert_eq!(t.root_mounted, Some(8.0));
+        assert_eq!(t.multi_user, Some(20.0));
+        assert!(summary(&t).contains("multi-user 20.0 s"));
+    }
+}
