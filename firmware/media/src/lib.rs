@@ -16,6 +16,7 @@
 pub mod adapt;
 mod ice;
 pub mod publisher;
+pub mod screen;
 pub mod selftest;
 pub mod stamp;
 pub mod stats;
