@@ -115,8 +115,13 @@ impl LinkQuality {
     /// Rates a receiving link from two snapshots of its statistics taken a
     /// few seconds apart. Unknown if nothing arrived in between.
     pub fn between(earlier: &RtpStats, later: &RtpStats) -> Self {
-        let received = later.packets_received.saturating_sub(earlier.packets_received);
-        let lost = later.packets_lost.saturating_sub(earlier.packets_lost).max(0) as u64;
+        let received = later
+            .packets_received
+            .saturating_sub(earlier.packets_received);
+        let lost = later
+            .packets_lost
+            .saturating_sub(earlier.packets_lost)
+            .max(0) as u64;
         let expected = received.saturating_add(lost);
         if received == 0 {
             return LinkQuality::Unknown;
@@ -999,7 +1004,8 @@ impl Screen {
             Some((color, height)) => {
                 set_color(&self.bar, color);
                 self.bar_pad.set_property("height", height.max(1));
-                self.bar_pad.set_property("width", clamp_i32(self.spec.width));
+                self.bar_pad
+                    .set_property("width", clamp_i32(self.spec.width));
                 self.bar_pad.set_property("alpha", 1.0f64);
             }
             None => self.bar_pad.set_property("alpha", 0.0f64),
@@ -1096,7 +1102,9 @@ impl Screen {
             self.health()?;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(MediaError::Pipeline("screen: no frame for a snapshot".into()));
+                return Err(MediaError::Pipeline(
+                    "screen: no frame for a snapshot".into(),
+                ));
             }
             let Some(sample) =
                 sink.try_pull_sample(gst::ClockTime::from_nseconds(left.as_nanos() as u64))
@@ -1153,8 +1161,9 @@ fn restart(
     let _ = slot.src.set_state(gst::State::Null);
     slot.src.set_property("channel", channel);
     if let Some(pad) = slot.src.static_pad("src") {
-        pad.set_offset(i64::try_from(now.nseconds()).unwrap_or(i64::MAX));
+        pad.set_offset(0);
     }
+    tracing::debug!(channel, at = %now, "screen: video slot starts");
     if let Some(clock) = clock {
         let _ = slot.src.set_clock(Some(clock));
     }
@@ -1162,9 +1171,9 @@ fn restart(
         slot.src.set_base_time(bt);
     }
     slot.src.set_start_time(gst::ClockTime::NONE);
-    slot.src
-        .set_state(gst::State::Playing)
-        .map_err(|e| MediaError::Pipeline(format!("screen: video {channel} does not start: {e}")))?;
+    slot.src.set_state(gst::State::Playing).map_err(|e| {
+        MediaError::Pipeline(format!("screen: video {channel} does not start: {e}"))
+    })?;
     slot.channel = Some(channel.to_owned());
     Ok(())
 }
@@ -1193,12 +1202,19 @@ fn set_text(overlay: &gst::Element, t: &Text) {
     overlay.set_property("text", &t.markup);
 }
 
+/// Pixel formats the video slots pass on without converting (producers
+/// should send one of them; I420 or NV12 from a decoder is ideal). Without a
+/// restriction an idle `intervideosrc` would pick the compositor's first, and
+/// dearest, format: 64-bit ABGR.
+pub const INPUT_FORMATS: &str = "{ I420, NV12, YV12, NV21, Y42B, Y444, YUY2, UYVY, \
+     BGRx, RGBx, xRGB, xBGR, BGRA, RGBA, ARGB, ABGR, AYUV, RGB, BGR, GRAY8 }";
+
 /// The pipeline, as a `gst-launch` description.
 fn description(spec: &ScreenSpec) -> String {
     let (w, h, fps) = (spec.width, spec.height, spec.fps);
     let mut d = format!(
         "compositor name=mix background=black ignore-inactive-pads=true \
-         ! video/x-raw,width={w},height={h},framerate={fps}/1,pixel-aspect-ratio=1/1"
+         ! video/x-raw,format=I420,width={w},height={h},framerate={fps}/1,pixel-aspect-ratio=1/1"
     );
     for i in 0..SPOTS {
         // Sizes come from the markup; auto-resize would scale them again.
@@ -1227,6 +1243,7 @@ fn description(spec: &ScreenSpec) -> String {
     for i in 0..SLOTS {
         d.push_str(&format!(
             " intervideosrc name=slot{i} channel=diemcau-unused-{i} timeout={timeout} \
+             ! videoconvert ! video/x-raw,format={INPUT_FORMATS} \
              ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
              ! mix.sink_{p}",
             p = FIRST_SLOT_PAD + i
@@ -1300,7 +1317,11 @@ mod tests {
         assert!(top.is_some_and(|m| m.contains("A &amp; &lt;B&gt;")));
         for (_, t) in &s.texts {
             let m = &t.markup;
-            assert_eq!(m.matches("<span").count(), m.matches("</span>").count(), "{m}");
+            assert_eq!(
+                m.matches("<span").count(),
+                m.matches("</span>").count(),
+                "{m}"
+            );
         }
     }
 
@@ -1309,7 +1330,10 @@ mod tests {
         let s = Scene::layout(&idle(Some(("Họp giao ban", 4500))), 1280, 720);
         assert!(s.videos.is_empty());
         assert!(s.bar.is_some());
-        let c = s.text(Spot::Center).map(|t| t.markup.as_str()).unwrap_or("");
+        let c = s
+            .text(Spot::Center)
+            .map(|t| t.markup.as_str())
+            .unwrap_or("");
         assert!(c.contains("Họp giao ban") && c.contains("1 giờ 15 phút"));
     }
 
@@ -1329,7 +1353,9 @@ mod tests {
         // The large one is not repeated in the strip.
         assert_eq!(s.videos.len(), 4);
         assert!(large.w == 1280 && large.h > 500);
-        assert!(large.contains(pip.x, pip.y) && large.contains(pip.x + pip.w - 1, pip.y + pip.h - 1));
+        assert!(
+            large.contains(pip.x, pip.y) && large.contains(pip.x + pip.w - 1, pip.y + pip.h - 1)
+        );
         assert!(a.y >= large.h && b.x > a.x + a.w - 1);
         assert!(b.x + b.w <= 1280 && a.y + a.h <= 720);
     }
@@ -1345,7 +1371,11 @@ mod tests {
         };
         for (w, h) in [(1280, 720), (640, 360), (64, 64), (7680, 4320)] {
             let s = Scene::layout(&state, w, h);
-            let peers = s.videos.iter().filter(|v| v.channel != SELF_CHANNEL).count();
+            let peers = s
+                .videos
+                .iter()
+                .filter(|v| v.channel != SELF_CHANNEL)
+                .count();
             assert!(peers <= MAX_STRIP, "{w}x{h}: {peers}");
             for v in &s.videos {
                 assert!(v.rect.x >= 0 && v.rect.y >= 0, "{w}x{h}: {v:?}");

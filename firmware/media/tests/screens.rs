@@ -109,11 +109,17 @@ fn idle_screen() {
     // Next meeting in the middle, "press OK" below, status at the bottom.
     assert!(bright(&f, rect(300, 170, 680, 200)) > 0.03, "next meeting");
     assert!(
-        fraction(&f, rect(300, 470, 680, 80), |[r, g, b]| g > 100 && r < 80 && b < 80) > 0.2,
+        fraction(&f, rect(300, 470, 680, 80), |[r, g, b]| g > 100
+            && r < 80
+            && b < 80)
+            > 0.2,
         "green OK button"
     );
     assert!(
-        fraction(&f, rect(20, 670, 700, 40), |[r, g, b]| g > 150 && r < 150 && b < 150) > 0.01,
+        fraction(&f, rect(20, 670, 700, 40), |[r, g, b]| g > 150
+            && r < 150
+            && b < 150)
+            > 0.01,
         "green status"
     );
     // Dark elsewhere: under the bar, and down the sides.
@@ -149,10 +155,16 @@ fn joining_incoming_and_error_screens() {
     let f = screen.snapshot().expect("frame");
     save(&f, "incoming");
     assert!(near(colour_at(&f, 640, 8), [0xb7, 0x1c, 0x1c]), "red bar");
-    assert!(bright(&f, rect(20, 10, 600, 76)) > 0.05, "urgent banner text");
+    assert!(
+        bright(&f, rect(20, 10, 600, 76)) > 0.05,
+        "urgent banner text"
+    );
     assert!(bright(&f, rect(300, 180, 680, 80)) > 0.05, "title");
     assert!(
-        fraction(&f, rect(300, 250, 680, 100), |[r, g, b]| r > 200 && g > 160 && b < 120) > 0.02,
+        fraction(&f, rect(300, 250, 680, 100), |[r, g, b]| r > 200
+            && g > 160
+            && b < 120)
+            > 0.02,
         "yellow countdown"
     );
     assert!(dark(&f, rect(0, 100, 250, 400)) > 0.99, "dark left side");
@@ -167,7 +179,10 @@ fn joining_incoming_and_error_screens() {
     save(&f, "error");
     assert!(bright(&f, rect(300, 180, 680, 100)) > 0.04, "reason");
     assert!(
-        fraction(&f, rect(300, 480, 680, 80), |[r, g, b]| r > 200 && g > 160 && b < 120) > 0.2,
+        fraction(&f, rect(420, 545, 440, 40), |[r, g, b]| r > 200
+            && g > 160
+            && b < 120)
+            > 0.2,
         "yellow advice box"
     );
     assert!(dark(&f, rect(0, 100, 250, 400)) > 0.99, "dark left side");
@@ -220,8 +235,14 @@ fn in_call_screen() {
     screen.snapshot().expect("idle frame");
 
     let _district = Producer::start(&peer_channel(1), "pattern=smpte");
-    let _room = Producer::start(&peer_channel(2), "pattern=solid-color foreground-color=0xff8e24aa");
-    let _camera = Producer::start(SELF_CHANNEL, "pattern=solid-color foreground-color=0xffff8000");
+    let _room = Producer::start(
+        &peer_channel(2),
+        "pattern=solid-color foreground-color=0xff8e24aa",
+    );
+    let _camera = Producer::start(
+        SELF_CHANNEL,
+        "pattern=solid-color foreground-color=0xffff8000",
+    );
     // Peer 3 has no producer: its tile stays black, the screen goes on.
     std::thread::sleep(Duration::from_millis(300));
 
@@ -230,6 +251,7 @@ fn in_call_screen() {
     // Let the producers' first frames arrive.
     std::thread::sleep(Duration::from_millis(500));
     let unmuted = screen.snapshot().expect("frame");
+    save(&unmuted, "incall");
     let scene = Scene::layout(&state, W, H);
 
     // The large picture shows the district's SMPTE bars, 16:9 kept: yellow
@@ -241,8 +263,10 @@ fn in_call_screen() {
     let y = large.y + large.h / 4;
     let yellow = colour_at(&unmuted, bar_x(1), y);
     let blue = colour_at(&unmuted, bar_x(6), y);
-    assert!(near(yellow, [191, 191, 0]), "yellow bar: {yellow:?}");
-    assert!(near(blue, [0, 0, 191]), "blue bar: {blue:?}");
+    let [r, g, b] = yellow;
+    assert!(r > 150 && g > 150 && b < 80, "yellow bar: {yellow:?}");
+    let [r, g, b] = blue;
+    assert!(b > 150 && r < 80 && g < 80, "blue bar: {blue:?}");
 
     // The self-view in the corner of the large picture.
     let pip = scene.video(SELF_CHANNEL).expect("pip");
@@ -259,16 +283,23 @@ fn in_call_screen() {
     assert!(luma(c) < 30, "room without video is black: {c:?}");
 
     // The large room's name, bright, over the bottom left of its picture.
-    assert!(bright(&unmuted, rect(20, large.h - 80, 400, 60)) > 0.03, "name");
+    assert!(
+        bright(&unmuted, rect(20, large.h - 80, 400, 60)) > 0.03,
+        "name"
+    );
 
     // The mute indicator (top right) changes when muted.
-    let mute_region = rect(W as i32 - 420, 10, 410, 110);
+    let mute_region = rect(W as i32 - 260, 20, 240, 36);
     screen.show(&in_call(true)).expect("show");
     let muted = screen.snapshot().expect("frame");
     save(&muted, "incall");
     let red = |f: &Frame| fraction(f, mute_region, |[r, g, b]| r > 160 && g < 80 && b < 80);
     assert!(red(&muted) > 0.15, "red mute box: {}", red(&muted));
-    assert!(red(&unmuted) < 0.01, "no red box when unmuted");
+    assert!(
+        red(&unmuted) < 0.01,
+        "no red box when unmuted: {}",
+        red(&unmuted)
+    );
 
     // The peer moving from the strip to the large picture keeps its slot:
     // its picture is there on the next frame.
@@ -303,7 +334,12 @@ fn a_missing_producer_does_not_stall_the_screen() {
     let large = Scene::layout(&state, W, H)
         .video(&peer_channel(4242))
         .expect("large");
-    assert!(dark(&first, rect(large.w / 4, large.h / 4, large.w / 2, large.h / 3)) > 0.99);
+    assert!(
+        dark(
+            &first,
+            rect(large.w / 4, large.h / 4, large.w / 2, large.h / 3)
+        ) > 0.99
+    );
     // And frames keep coming.
     for _ in 0..3 {
         screen.show(&state).expect("show");
