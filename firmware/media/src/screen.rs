@@ -262,8 +262,9 @@ pub struct Video {
 pub struct Scene {
     /// Background colour, ARGB.
     pub background: u32,
-    /// A colour bar across the top: colour (ARGB) and height.
-    pub bar: Option<(u32, i32)>,
+    /// The colour (ARGB) of the bar across the top, if shown. It is
+    /// [`bar_height`] lines high.
+    pub bar: Option<u32>,
     pub texts: Vec<(Spot, Text)>,
     pub videos: Vec<Video>,
 }
@@ -374,7 +375,6 @@ impl Scene {
     pub fn layout(state: &ScreenState, width: u32, height: u32) -> Scene {
         let st = Style::new(height);
         let (w, h) = (clamp_i32(width), clamp_i32(height));
-        let bar_h = clamp_i32(bar_height(height));
         let margin = st.px(32.0);
         let mut texts = Vec::new();
         let mut put = |spot, markup: String, halign, valign, xpad, ypad, shaded| {
@@ -489,7 +489,7 @@ impl Scene {
                     st.px(24.0),
                     false,
                 );
-                (BG, Some((BAR_BLUE, bar_h)))
+                (BG, Some(BAR_BLUE))
             }
             ScreenState::Joining { commune, meeting } => {
                 put(
@@ -524,7 +524,7 @@ impl Scene {
                     st.px(48.0),
                     false,
                 );
-                (BG, Some((BAR_BLUE, bar_h)))
+                (BG, Some(BAR_BLUE))
             }
             ScreenState::Incoming {
                 title,
@@ -571,7 +571,7 @@ impl Scene {
                     st.px(90.0),
                     false,
                 );
-                (BG_URGENT, Some((BAR_RED, bar_h)))
+                (BG_URGENT, Some(BAR_RED))
             }
             ScreenState::Error { reason, advice } => {
                 put(
@@ -615,7 +615,7 @@ impl Scene {
                     st.px(90.0),
                     false,
                 );
-                (BG_URGENT, Some((BAR_ERROR, bar_h)))
+                (BG_URGENT, Some(BAR_ERROR))
             }
             ScreenState::InCall {
                 large,
@@ -789,7 +789,7 @@ fn link_markup(st: &Style, q: LinkQuality) -> String {
 }
 
 /// Height of the top bar: 96 lines on a 720-line screen.
-fn bar_height(height: u32) -> u32 {
+pub fn bar_height(height: u32) -> u32 {
     (height * 96 / 720).max(1)
 }
 
@@ -909,6 +909,7 @@ impl Screen {
         let background = by_name("bg")?;
         let bar = by_name("bar")?;
         let bar_pad = pad(1)?;
+        bar_pad.set_property("alpha", 0.0f64);
         let overlays = (0..SPOTS)
             .map(|i| by_name(&format!("text{i}")))
             .collect::<Result<Vec<_>, _>>()?;
@@ -1000,15 +1001,15 @@ impl Screen {
     pub fn apply(&mut self, scene: &Scene) -> Result<(), MediaError> {
         self.health()?;
         set_color(&self.background, scene.background);
+        // The bar's geometry is fixed: changing a compositor pad's size
+        // rebuilds its converter, which GStreamer 1.22 does not do safely
+        // while a frame is being composed. Only its colour and alpha change.
         match scene.bar {
-            Some((color, height)) => {
+            Some(color) => {
                 set_color(&self.bar, color);
-                self.bar_pad.set_property("height", height.max(1));
-                self.bar_pad
-                    .set_property("width", clamp_i32(self.spec.width));
-                self.bar_pad.set_property("alpha", 1.0f64);
+                set_if_changed(&self.bar_pad, "alpha", 1.0f64);
             }
-            None => self.bar_pad.set_property("alpha", 0.0f64),
+            None => set_if_changed(&self.bar_pad, "alpha", 0.0f64),
         }
         self.place_videos(&scene.videos)?;
         for (i, overlay) in self.overlays.iter().enumerate() {
@@ -1064,19 +1065,20 @@ impl Screen {
         for (slot, video) in self.slots.iter_mut().zip(assigned) {
             match video {
                 Some(v) => {
+                    // Only on change: see the note on the bar in `apply`.
                     let pad = &slot.pad;
-                    pad.set_property("xpos", v.rect.x);
-                    pad.set_property("ypos", v.rect.y);
-                    pad.set_property("width", v.rect.w.max(1));
-                    pad.set_property("height", v.rect.h.max(1));
-                    pad.set_property("zorder", v.zorder);
+                    set_if_changed(pad, "xpos", v.rect.x);
+                    set_if_changed(pad, "ypos", v.rect.y);
+                    set_if_changed(pad, "width", v.rect.w.max(1));
+                    set_if_changed(pad, "height", v.rect.h.max(1));
+                    set_if_changed(pad, "zorder", v.zorder);
                     if slot.channel.as_deref() != Some(v.channel.as_str()) {
                         restart(slot, &v.channel, now, base_time, clock.as_ref())?;
                     }
-                    slot.pad.set_property("alpha", 1.0f64);
+                    set_if_changed(&slot.pad, "alpha", 1.0f64);
                 }
                 None => {
-                    slot.pad.set_property("alpha", 0.0f64);
+                    set_if_changed(&slot.pad, "alpha", 0.0f64);
                     if slot.channel.take().is_some() {
                         let _ = slot.src.set_state(gst::State::Null);
                     }
@@ -1149,8 +1151,10 @@ fn frame_of(sample: gst::Sample) -> Result<Frame, MediaError> {
 
 /// Points a slot at `channel` and (re)starts its `intervideosrc`.
 /// `intervideosrc` picks its channel up when it starts, so it goes through
-/// NULL. Its time stamps start from zero again: the pad offset puts them at
-/// the pipeline's current running time so the compositor takes them.
+/// NULL. The slot is locked out of the pipeline's state changes, so it gets
+/// the pipeline's clock and base time by hand; its buffers are then time
+/// stamped in the pipeline's running time (no pad offset is needed: one would
+/// put them in the future and the compositor would hold them back).
 fn restart(
     slot: &mut Slot,
     channel: &str,
@@ -1179,7 +1183,17 @@ fn restart(
 }
 
 fn set_color(src: &gst::Element, argb: u32) {
-    src.set_property("foreground-color", argb);
+    set_if_changed(src, "foreground-color", argb);
+}
+
+/// Sets a property unless it already has that value.
+fn set_if_changed<V>(obj: &impl IsA<glib::Object>, name: &str, value: V)
+where
+    V: Into<glib::Value> + for<'a> glib::value::FromValue<'a> + PartialEq + 'static,
+{
+    if obj.property::<V>(name) != value {
+        obj.set_property(name, value);
+    }
 }
 
 fn set_text(overlay: &gst::Element, t: &Text) {

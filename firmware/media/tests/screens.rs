@@ -366,3 +366,21 @@ fn snapshot_needs_an_appsink() {
         .is_err()
     );
 }
+
+/// The screens name DejaVu Sans; fontconfig must resolve it, with
+/// Vietnamese coverage (fonts-dejavu-core), or Pango falls back to a font
+/// that may draw boxes for "Điểm cầu".
+#[test]
+fn the_font_covers_vietnamese() {
+    let Ok(out) = std::process::Command::new("fc-match")
+        .args(["-f", "%{family}|%{lang}", "DejaVu Sans:lang=vi"])
+        .output()
+    else {
+        eprintln!("fc-match not installed; skipping");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (family, langs) = text.split_once('|').unwrap_or((&text, ""));
+    assert!(family.contains("DejaVu Sans"), "font: {text}");
+    assert!(langs.split('|').any(|l| l == "vi"), "languages: {langs}");
+}
