@@ -19,6 +19,8 @@ use anyhow::{Context, Result, bail};
 
 pub use diemcau_daemon::ctl::{Command as CtlCommand, Status};
 
+pub mod netlab;
+
 /// Address Janus listens on inside the test namespace.
 pub const JANUS_IP: &str = "127.0.0.2";
 /// The veth device carrying the test addresses.
