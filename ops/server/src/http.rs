@@ -75,6 +75,12 @@ pub struct AppState {
     login_limiter: RateLimiter,
     boot_id: String,
     schedule_gen: Mutex<HashMap<String, u64>>,
+    /// Devices seen recently, for request authentication without a query.
+    /// Entries are dropped when a device is revoked (in this process: one
+    /// ops process per district owns its store).
+    auth_cache: Mutex<HashMap<String, DeviceRow>>,
+    /// Heartbeats are written in batches (one transaction every ≤ 250 ms).
+    heartbeats: tokio::sync::mpsc::UnboundedSender<(String, i64, String, String)>,
 }
 
 type Shared = Arc<AppState>;
@@ -338,6 +344,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             addr: config.listen,
             source,
         })?;
+    let (hb_tx, hb_rx) = tokio::sync::mpsc::unbounded_channel();
     let state = Arc::new(AppState {
         store,
         janus,
@@ -348,8 +355,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         login_limiter: RateLimiter::new(config.login_per_minute),
         boot_id: util::random_secret(6),
         schedule_gen: Mutex::new(HashMap::new()),
+        auth_cache: Mutex::new(HashMap::new()),
+        heartbeats: hb_tx,
         config,
     });
+    tokio::spawn(heartbeat_writer(state.store.clone(), hb_rx));
     let app = router(state.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let join = tokio::spawn(async move {
@@ -369,6 +379,45 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         shutdown: tx,
         join,
     })
+}
+
+/// Writes queued heartbeats in batches until every sender is gone.
+async fn heartbeat_writer(
+    store: Store,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, i64, String, String)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
+        while batch.len() < 5000 {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(hb)) => batch.push(hb),
+                _ => break,
+            }
+        }
+        // Only the latest heartbeat of each device matters.
+        let mut latest: HashMap<String, (i64, String, String)> =
+            HashMap::with_capacity(batch.len());
+        for (id, at, st, json) in batch {
+            latest.insert(id, (at, st, json));
+        }
+        let rows: Vec<_> = latest
+            .into_iter()
+            .map(|(id, (at, st, json))| (id, at, st, json))
+            .collect();
+        if let Err(e) = store.record_heartbeats(&rows).await {
+            tracing::error!(error = %chain(&e), n = rows.len(), "cannot store heartbeats");
+        }
+    }
+}
+
+impl AppState {
+    fn forget_device(&self, id: &str) {
+        self.auth_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
 }
 
 /// All routes.
@@ -507,6 +556,7 @@ async fn enrol(
         .await?
     {
         tracing::info!(old = %old, new = %d.id, "re-enrolled serial: previous identity revoked");
+        state.forget_device(&old);
         state.push.revoke(&old);
     }
     tracing::info!(device = %d.id, serial = %d.serial, commune = ?d.commune_id, "device enrolled");
@@ -536,11 +586,28 @@ async fn authenticate(
         e.body.server_time = Some(now_ms / 1000);
         return Err(e);
     }
-    let d = state
-        .store
-        .device(&h.device_id)
-        .await?
-        .ok_or_else(|| HttpError::unauthorized("unknown device"))?;
+    let cached = state
+        .auth_cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&h.device_id)
+        .cloned();
+    let d = match cached {
+        Some(d) => d,
+        None => {
+            let d = state
+                .store
+                .device(&h.device_id)
+                .await?
+                .ok_or_else(|| HttpError::unauthorized("unknown device"))?;
+            let mut c = state.auth_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if c.len() > 200_000 {
+                c.clear();
+            }
+            c.insert(d.id.clone(), d.clone());
+            d
+        }
+    };
     let key = decode_public_key(&d.public_key)
         .ok()
         .and_then(|k| VerifyingKey::from_bytes(&k).ok())
@@ -595,10 +662,17 @@ async fn heartbeat(
     let hb: Heartbeat = parse_json(&body)?;
     let now = util::now();
     let json = serde_json::to_string(&hb).unwrap_or_default();
-    state
-        .store
-        .record_heartbeat(&d.id, now, hb.state.as_str(), &json)
-        .await?;
+    if state
+        .heartbeats
+        .send((d.id.clone(), now, hb.state.as_str().to_owned(), json))
+        .is_err()
+    {
+        return Err(HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "server is stopping",
+        ));
+    }
     Ok(Json(HeartbeatAck {
         server_time: now,
         schedule_version: state.schedule_version(d.commune_id.as_deref()),
@@ -837,6 +911,7 @@ async fn revoke(
     if !state.store.revoke_device(&id, util::now()).await? {
         return Err(HttpError::not_found("device"));
     }
+    state.forget_device(&id);
     state.push.revoke(&id);
     tracing::warn!(device = %id, admin = %a.0, "device revoked");
     Ok(StatusCode::NO_CONTENT)

@@ -518,6 +518,28 @@ impl Store {
         Ok(())
     }
 
+    /// Records many heartbeats in one transaction: `(device, at, state, json)`.
+    pub async fn record_heartbeats(
+        &self,
+        batch: &[(String, i64, String, String)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(q("begin"))?;
+        for (id, now, state, json) in batch {
+            sqlx::query(
+                "UPDATE devices SET last_seen = $2, state = $3, heartbeat = $4 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(*now)
+            .bind(state)
+            .bind(json)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("record heartbeat"))?;
+        }
+        tx.commit().await.map_err(q("commit heartbeats"))?;
+        Ok(())
+    }
+
     /// Marks a device seen (any signed request).
     pub async fn touch(&self, id: &str, now: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE devices SET last_seen = $2 WHERE id = $1")

@@ -195,7 +195,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             device_id: format!("dev_bench{i:06}"),
             key: device_key(i),
         });
-        let (connected, closed, gate) = (push_connected.clone(), push_closed.clone(), push_gate.clone());
+        let (connected, closed, gate) = (
+            push_connected.clone(),
+            push_closed.clone(),
+            push_gate.clone(),
+        );
         tokio::spawn(async move {
             let permit = gate.acquire_owned().await;
             let r = c
@@ -214,12 +218,21 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         });
     }
     let t_push = Instant::now();
-    while push_connected.load(Ordering::Relaxed) + push_closed.load(Ordering::Relaxed) < u64::from(n_push) {
-        anyhow::ensure!(t_push.elapsed() < Duration::from_secs(120), "push streams did not open in 120 s");
+    while push_connected.load(Ordering::Relaxed) + push_closed.load(Ordering::Relaxed)
+        < u64::from(n_push)
+    {
+        anyhow::ensure!(
+            t_push.elapsed() < Duration::from_secs(120),
+            "push streams did not open in 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if n_push > 0 {
-        eprintln!("{} push streams open in {:.1?}", push_connected.load(Ordering::Relaxed), t_push.elapsed());
+        eprintln!(
+            "{} push streams open in {:.1?}",
+            push_connected.load(Ordering::Relaxed),
+            t_push.elapsed()
+        );
     }
 
     let hb = diemcau_ops_api::Heartbeat {
