@@ -185,8 +185,9 @@ impl Store {
         } else {
             return Err(StoreError::Scheme(redact(url)));
         };
-        let mut opts =
-            AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 8 } else { 16 });
+        let mut opts = AnyPoolOptions::new()
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 });
         if backend == Backend::Sqlite {
             opts = opts.after_connect(|conn, _| {
                 Box::pin(async move {
