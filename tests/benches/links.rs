@@ -15,7 +15,9 @@
 //! * audio frames played / expected: decoded samples ÷ (elapsed × 48 000);
 //! * receiver video frame rate, and the resolution last decoded;
 //! * freezes: gaps of more than 1 s without a new decoded frame (count and
-//!   the longest);
+//!   the longest). The daemon refreshes its per-peer counters once a
+//!   second, so a gap is the time the counter stood still less that second,
+//!   and the resolution of freezes and recovery times is about 1 s;
 //! * recovery: after the link is cleared, the time until the receiver
 //!   decodes at least 25 frames in one second with audio flowing (capped at
 //!   30 s).
@@ -30,6 +32,8 @@ use diemcau_tests::*;
 const A: &str = "Bench Shaped";
 const B: &str = "Bench Clean";
 const POLL: Duration = Duration::from_millis(200);
+/// How often the daemon refreshes the per-peer counters in its status.
+const STATUS_REFRESH: Duration = Duration::from_secs(1);
 const SETTLE: Duration = Duration::from_secs(5);
 const RECOVERY_CAP: Duration = Duration::from_secs(30);
 /// Frames in one second that count as "full frame rate again" (of 30).
@@ -94,9 +98,12 @@ fn measure(a: &Daemon, b: &Daemon, window: Duration) -> Result<(Quality, Quality
                 since = w[1].at;
                 frozen_counted = false;
             } else {
-                let gap = w[1].at.duration_since(since);
+                // The counter moves once per status refresh: a gap longer
+                // than one refresh plus half of one is a second at least
+                // without a new frame.
+                let gap = w[1].at.duration_since(since).saturating_sub(STATUS_REFRESH);
                 longest = longest.max(gap);
-                if gap > Duration::from_secs(1) && !frozen_counted {
+                if gap > STATUS_REFRESH / 2 && !frozen_counted {
                     freezes += 1;
                     frozen_counted = true;
                 }
@@ -246,7 +253,9 @@ fn main() -> Result<()> {
          on input for loss. Uplink = B receives A (through A's shaped uplink); downlink = A receives B. \
          Each profile: {settle} s settling, then {window} s measured with status polled every 200 ms; \
          then the link is cleared and recovery is the time until the receiver decodes ≥ {RECOVERED_FPS} frames \
-         in one second with audio flowing. Audio played / expected counts decoded samples (which include \
+         in one second with audio flowing. The daemon refreshes per-peer counters once a second, \
+         so freeze lengths and recovery times have a resolution of about 1 s (a freeze is counted when \
+         the frame counter stands still for more than 1.5 s of polling). Audio played / expected counts decoded samples (which include \
          Opus loss concealment) against 48 000 per second; a concealment ratio is not yet exposed in status.\n\n\
          Sim board (videotestsrc ball 720p30, x264enc 1500 kbit/s, Opus 32 kbit/s with in-band FEC at a \
          fixed 10 %), no sender adaptation wired yet (`firmware/media/src/adapt.rs` is the controller).\n\n\
