@@ -139,6 +139,7 @@ make_sysroot() {
     return
   fi
   command -v mmdebstrap >/dev/null || die "mmdebstrap is not installed"
+  [ "$(id -u)" = 0 ] || die "no sysroot at $SYSROOT yet: run this script as root once to make it (mmdebstrap --mode=root)"
   mkdir -p "$CROSS_CACHE"
   exec 9> "$CROSS_CACHE/.sysroot.lock"
   log "sysroot: waiting for the lock on $CROSS_CACHE/.sysroot.lock"
