@@ -136,7 +136,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     let log = opts
         .cache_dir
         .join(format!("mmdebstrap-{}.log", spec.board));
-    if !crate::tools::which("mmdebstrap").is_some() {
+    if crate::tools::which("mmdebstrap").is_none() {
         steps.note("mmdebstrap not installed; only a cached base can be used");
     }
     let t = Instant::now();

@@ -297,7 +297,8 @@ mod tests {
 
     #[test]
     fn bad_inputs_name_the_option() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut SiteInput)>)> = vec![
+        type Edit = Box<dyn Fn(&mut SiteInput)>;
+        let cases: Vec<(&str, Edit)> = vec![
             (
                 "--district-url",
                 Box::new(|i| i.district_url = "ops.example".into()),
