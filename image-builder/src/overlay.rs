@@ -156,6 +156,12 @@ pub fn files(spec: &ImageSpec, layout: &Layout) -> Vec<OverlayFile> {
              u technician - \"diemcau technician\" /var/lib/diemcau-ssh /bin/sh\n\
              m technician systemd-journal\n",
         ),
+        // A firewall that fails to load must be seen on the console.
+        text(
+            "/etc/systemd/system/nftables.service.d/diemcau.conf",
+            0o644,
+            "[Service]\nStandardOutput=journal+console\nStandardError=journal+console\n",
+        ),
         dir("/boot/firmware"),
         dir(DATA_MOUNT),
     ];

@@ -339,6 +339,11 @@ pub fn product_layer(
         "e2scrub_reap.service",
         "systemd-firstboot.service",
     ]);
+    // logind needs D-Bus; without it (the trimmed qemu-virt set) it only
+    // fails and retries at every boot (seen in the emulated boot test).
+    if !spec.has_package("dbus") {
+        c.arg("systemd-logind.service");
+    }
     tools::run(c).map_err(tool("masking services"))?;
     crate::tree::scrub(root).map_err(io("cannot clean", root))?;
     audit_accounts(root)?;
