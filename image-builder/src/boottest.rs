@@ -192,7 +192,7 @@ pub fn run(opts: &BootOptions) -> Result<BootTimes, BootError> {
             match r.read_until(b'\n', &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    let l = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                    let l = strip_ansi(String::from_utf8_lossy(&buf).trim_end());
                     if tx.send(Some(l)).is_err() {
                         break;
                     }
@@ -267,6 +267,26 @@ pub fn run(opts: &BootOptions) -> Result<BootTimes, BootError> {
     }
 }
 
+/// Removes terminal colour codes (systemd colours its status lines), so
+/// patterns such as "Started diemcau.service" match.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn last_stage(t: &BootTimes) -> String {
     if t.multi_user.is_some() {
         "multi-user target reached".into()
@@ -298,6 +318,14 @@ pub fn summary(t: &BootTimes) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_codes_are_removed() {
+        assert_eq!(
+            strip_ansi("[\x1b[0;32m  OK  \x1b[0m] Started \x1b[0;1;39mdiemcau.service\x1b[0m - x"),
+            "[  OK  ] Started diemcau.service - x"
+        );
+    }
 
     #[test]
     fn stages_are_recognised_once() {
