@@ -339,8 +339,8 @@ pub fn product_layer(
         "e2scrub_reap.service",
         "systemd-firstboot.service",
     ]);
-    // logind needs D-Bus; without it (the trimmed qemu-virt set) it only
-    // fails and retries at every boot (seen in the emulated boot test).
+    // Seen in the emulated boot of the trimmed qemu-virt set: logind fails
+    // and restarts in a loop there; no one logs in on that image anyway.
     if !spec.has_package("dbus") {
         c.arg("systemd-logind.service");
     }
