@@ -153,8 +153,19 @@ pub fn run(opts: &BootOptions) -> Result<BootTimes, BootError> {
     // Status lines on the serial console so the stages can be seen.
     let cmdline = format!("{cmdline} systemd.show_status=1");
 
-    let mut c = tools::cmd("qemu-system-aarch64").map_err(BootError::Qemu)?;
-    c.args(["-M", "virt", "-cpu", "cortex-a72"])
+    // Under coreutils' `timeout`, so QEMU cannot outlive a boot test that was
+    // itself killed (a signal skips the guard that kills it).
+    let qemu = tools::which("qemu-system-aarch64").ok_or_else(|| {
+        BootError::Qemu(ToolError::Missing {
+            tool: "qemu-system-aarch64".into(),
+            package: tools::package_of("qemu-system-aarch64"),
+        })
+    })?;
+    let mut c = tools::cmd("timeout").map_err(BootError::Qemu)?;
+    c.arg("--kill-after=10")
+        .arg((opts.timeout.as_secs() + 30).to_string())
+        .arg(qemu)
+        .args(["-M", "virt", "-cpu", "cortex-a72"])
         .args(["-smp", &opts.smp.to_string()])
         .args(["-m", &opts.memory_mib.to_string()])
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
