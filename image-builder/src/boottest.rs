@@ -104,7 +104,10 @@ fn extract(image: &Path, offset: u64, file: &'static str, out: &Path) -> Result<
 struct Guard(Child);
 impl Drop for Guard {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // SIGTERM to `timeout`, which passes it on to QEMU and waits for it;
+        // SIGKILL would leave QEMU running.
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.0.wait();
     }
 }
