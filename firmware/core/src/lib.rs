@@ -104,6 +104,11 @@ pub enum Input {
     Leave,
     /// The one-button action: join when not in a call, leave when in one.
     Toggle,
+    /// A district meeting starts (its scheduled start, or "convene now"): the
+    /// room joins it, leaving any other call first.
+    JoinMeeting { meeting: String },
+    /// A meeting ended: a room in it leaves.
+    MeetingEnded { meeting: String },
     /// An event from the conference connector for `call`.
     Conference {
         call: CallId,
@@ -117,7 +122,12 @@ pub enum Input {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Start connecting to the conference, tagging every event with `call`.
-    StartCall { call: CallId },
+    /// `meeting` names the district meeting to join; `None` is the room's
+    /// configured conference.
+    StartCall {
+        call: CallId,
+        meeting: Option<String>,
+    },
     /// Tear down `call` (leave the conference, stop the pipelines).
     EndCall { call: CallId },
     /// The state changed; update the screen, LED and status report.
@@ -162,8 +172,12 @@ pub struct Room {
     timing: Timing,
     next_call: u64,
     deadline: Option<Millis>,
-    /// A join was asked for while leaving; start it once the leave is done.
-    join_after_leave: bool,
+    /// A join was asked for while leaving; start it (with this target)
+    /// once the leave is done.
+    join_after_leave: Option<Option<String>>,
+    /// The meeting the current (or next) call is for; `None`: the room's
+    /// configured conference.
+    target: Option<String>,
     peers: BTreeMap<u64, Peer>,
     last_error: Option<String>,
     rng: u64,
@@ -179,7 +193,8 @@ impl Room {
             timing,
             next_call: 1,
             deadline: None,
-            join_after_leave: false,
+            join_after_leave: None,
+            target: None,
             peers: BTreeMap::new(),
             last_error: None,
             rng: seed | 1,
@@ -194,6 +209,14 @@ impl Room {
     /// Remote bridge points in the current call, by id.
     pub fn peers(&self) -> impl Iterator<Item = &Peer> {
         self.peers.values()
+    }
+
+    /// The meeting the room is in or joining (`None`: its own conference).
+    pub fn meeting(&self) -> Option<&str> {
+        match self.state {
+            State::Idle | State::Error { .. } => None,
+            _ => self.target.as_deref(),
+        }
     }
 
     /// The reason of the most recent failure, kept after recovery for status.
@@ -223,26 +246,59 @@ impl Room {
                     self.on_leave(now)
                 }
             },
+            Input::JoinMeeting { meeting } => self.on_meeting(now, meeting),
+            Input::MeetingEnded { meeting } => {
+                if self.target.as_deref() == Some(meeting.as_str())
+                    && !matches!(self.state, State::Idle | State::Error { .. })
+                {
+                    self.on_leave(now);
+                }
+            }
             Input::Conference { call, event } => self.on_conference(now, call, event),
             Input::Tick => self.on_tick(now),
         }
     }
 
+    fn on_meeting(&mut self, now: Millis, meeting: String) {
+        let same = self.target.as_deref() == Some(meeting.as_str());
+        match self.state.clone() {
+            State::Idle | State::Error { .. } => {
+                self.target = Some(meeting);
+                self.start_call(now, 1);
+            }
+            State::Retrying { attempt, .. } => {
+                let attempt = if same { attempt } else { 1 };
+                self.target = Some(meeting);
+                self.start_call(now, attempt);
+            }
+            State::Joining { .. } | State::InCall { .. } if same => {}
+            State::Joining { .. } | State::InCall { .. } => {
+                // Another call: leave it, then join the meeting.
+                self.on_leave(now);
+                self.join_after_leave = Some(Some(meeting));
+            }
+            State::Leaving { .. } => self.join_after_leave = Some(Some(meeting)),
+        }
+    }
+
     fn on_join(&mut self, now: Millis) {
         match &self.state {
-            State::Idle | State::Error { .. } => self.start_call(now, 1),
+            State::Idle | State::Error { .. } => {
+                self.target = None;
+                self.start_call(now, 1)
+            }
             // Pressing join again while retrying skips the wait.
             State::Retrying { attempt, .. } => {
                 let attempt = *attempt;
                 self.start_call(now, attempt)
             }
-            State::Leaving { .. } => self.join_after_leave = true,
+            State::Leaving { .. } => self.join_after_leave = Some(None),
             State::Joining { .. } | State::InCall { .. } => {}
         }
     }
 
     fn on_leave(&mut self, now: Millis) {
-        self.join_after_leave = false;
+        self.join_after_leave = None;
         match self.state.clone() {
             State::Joining { call, .. } | State::InCall { call } => {
                 self.outputs.push_back(Output::EndCall { call });
@@ -349,7 +405,10 @@ impl Room {
         let call = CallId(self.next_call);
         self.next_call += 1;
         self.peers.clear();
-        self.outputs.push_back(Output::StartCall { call });
+        self.outputs.push_back(Output::StartCall {
+            call,
+            meeting: self.target.clone(),
+        });
         self.deadline = Some(now + self.timing.join_timeout);
         self.set_state(State::Joining { call, attempt });
     }
@@ -357,7 +416,8 @@ impl Room {
     fn finish_leave(&mut self, now: Millis) {
         self.peers.clear();
         self.deadline = None;
-        if std::mem::take(&mut self.join_after_leave) {
+        if let Some(target) = self.join_after_leave.take() {
+            self.target = target;
             self.start_call(now, 1);
         } else {
             self.set_state(State::Idle);

@@ -32,7 +32,10 @@ fn idle_join_starts_a_call() {
     assert_eq!(
         out,
         vec![
-            Output::StartCall { call },
+            Output::StartCall {
+                call,
+                meeting: None
+            },
             Output::StateChanged(State::Joining { call, attempt: 1 })
         ]
     );
@@ -115,7 +118,13 @@ fn join_while_leaving_rejoins_after_left() {
     assert!(drain(&mut r).is_empty());
     let out = conf(&mut r, 1_020, call, ConferenceEvent::Left);
     let next = CallId(call.0 + 1);
-    assert_eq!(out[0], Output::StartCall { call: next });
+    assert_eq!(
+        out[0],
+        Output::StartCall {
+            call: next,
+            meeting: None
+        }
+    );
 }
 
 #[test]
@@ -206,7 +215,10 @@ fn wrong_pin_is_an_error_not_a_retry_and_join_works_again() {
     r.handle_input(20, Input::Join);
     assert_eq!(
         drain(&mut r)[0],
-        Output::StartCall { call: CallId(2) },
+        Output::StartCall {
+            call: CallId(2),
+            meeting: None
+        },
         "a new join is accepted after an error"
     );
 }
@@ -239,7 +251,13 @@ fn lost_call_rejoins_by_itself() {
     r.handle_input(at, Input::Tick);
     let out = drain(&mut r);
     let next = CallId(call.0 + 1);
-    assert_eq!(out[0], Output::StartCall { call: next });
+    assert_eq!(
+        out[0],
+        Output::StartCall {
+            call: next,
+            meeting: None
+        }
+    );
     conf(&mut r, at + 50, next, ConferenceEvent::Joined);
     assert_eq!(r.state(), &State::InCall { call: next });
 }
@@ -287,7 +305,10 @@ fn join_while_retrying_skips_the_wait() {
     r.handle_input(1_001, Input::Join);
     assert!(matches!(
         drain(&mut r)[0],
-        Output::StartCall { call: CallId(2) }
+        Output::StartCall {
+            call: CallId(2),
+            ..
+        }
     ));
 }
 
@@ -363,4 +384,99 @@ fn jitter_differs_between_rooms() {
         ats.insert(r.poll_timeout());
     }
     assert!(ats.len() > 5, "{ats:?}");
+}
+
+fn meeting(id: &str) -> Input {
+    Input::JoinMeeting { meeting: id.into() }
+}
+
+#[test]
+fn a_due_meeting_is_joined_from_idle_with_its_id() {
+    let mut r = room();
+    r.handle_input(0, meeting("m1"));
+    assert_eq!(
+        drain(&mut r)[0],
+        Output::StartCall {
+            call: CallId(1),
+            meeting: Some("m1".into())
+        }
+    );
+    assert_eq!(r.meeting(), Some("m1"));
+    // Being told again while joining changes nothing.
+    r.handle_input(10, meeting("m1"));
+    assert!(drain(&mut r).is_empty());
+}
+
+#[test]
+fn an_urgent_meeting_takes_the_room_out_of_another_call() {
+    let (mut r, call) = joined_room();
+    r.handle_input(1_000, meeting("urgent"));
+    let out = drain(&mut r);
+    assert_eq!(out[0], Output::EndCall { call });
+    conf(&mut r, 1_100, call, ConferenceEvent::Left);
+    assert_eq!(r.meeting(), Some("urgent"));
+    assert_eq!(r.state().name(), "joining");
+}
+
+#[test]
+fn a_retry_keeps_the_meeting() {
+    let mut r = room();
+    r.handle_input(0, meeting("m1"));
+    drain(&mut r);
+    conf(
+        &mut r,
+        10,
+        CallId(1),
+        ConferenceEvent::Failed {
+            reason: "x".into(),
+            retryable: true,
+        },
+    );
+    let at = r.poll_timeout().expect("retry");
+    r.handle_input(at, Input::Tick);
+    assert_eq!(
+        drain(&mut r)[0],
+        Output::StartCall {
+            call: CallId(2),
+            meeting: Some("m1".into())
+        }
+    );
+}
+
+#[test]
+fn meeting_end_leaves_only_that_meeting() {
+    let mut r = room();
+    r.handle_input(0, meeting("m1"));
+    drain(&mut r);
+    r.handle_input(
+        5,
+        Input::MeetingEnded {
+            meeting: "other".into(),
+        },
+    );
+    assert_eq!(r.state().name(), "joining");
+    r.handle_input(
+        6,
+        Input::MeetingEnded {
+            meeting: "m1".into(),
+        },
+    );
+    assert_eq!(r.state().name(), "leaving");
+}
+
+#[test]
+fn a_manual_join_after_a_meeting_goes_to_the_rooms_own_conference() {
+    let mut r = room();
+    r.handle_input(0, meeting("m1"));
+    drain(&mut r);
+    r.handle_input(1, Input::Leave);
+    conf(&mut r, 2, CallId(1), ConferenceEvent::Left);
+    r.handle_input(3, Input::Join);
+    assert_eq!(
+        drain(&mut r)[0],
+        Output::StartCall {
+            call: CallId(2),
+            meeting: None
+        }
+    );
 }

@@ -99,13 +99,15 @@ type Events = mpsc::UnboundedSender<(CallId, ConferenceEvent)>;
 /// Starts call `call`; events go to `events`, live numbers to `status`.
 pub fn spawn(
     cfg: Arc<CallConfig>,
+    target: Option<(String, RoomSettings)>,
     call: CallId,
     events: Events,
     status: Arc<Mutex<CallStatus>>,
 ) -> CallHandle {
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(async move {
-        let result = session(&cfg, call, &events, &status, stop_rx).await;
+        let (url, room) = target.unwrap_or_else(|| (cfg.janus_url.clone(), cfg.room.clone()));
+        let result = session(&cfg, &url, &room, call, &events, &status, stop_rx).await;
         *status.lock().unwrap_or_else(|e| e.into_inner()) = CallStatus::default();
         let event = match result {
             Ok(Ended::Stopped) => ConferenceEvent::Left,
@@ -147,18 +149,20 @@ fn tagged(
 
 async fn session(
     cfg: &CallConfig,
+    url: &str,
+    room: &RoomSettings,
     call: CallId,
     events: &Events,
     status: &Mutex<CallStatus>,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<Ended, CallError> {
-    tracing::info!(%call, url = %cfg.janus_url, room = cfg.room.room_id, "joining");
+    tracing::info!(%call, %url, room = room.room_id, "joining");
     // Start the camera and encoder first: they warm up while we talk to
     // the server (four round trips, long ones on a poor link).
     let (mtx, mut mrx) = mpsc::unbounded_channel();
     let publisher = Publisher::start(&cfg.media, tagged(mtx.clone(), Tag::Publisher))?;
     let (client, mut sig) = tokio::select! {
-        r = JanusClient::connect(&cfg.janus_url, cfg.room.clone()) => r?,
+        r = JanusClient::connect(url, room.clone()) => r?,
         _ = &mut stop => return Ok(Ended::Stopped),
     };
     let joined = tokio::select! {

@@ -22,6 +22,10 @@
 //!
 //! [control]
 //! socket = "/run/diemcau/ctl.sock"
+//!
+//! [district]                        # optional: enrol with the district server
+//! provisioning_file = "/boot/firmware/diemcau-provision.toml"
+//! state_dir = "/var/lib/diemcau"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -37,6 +41,18 @@ pub struct RawConfig {
     pub media: RawMedia,
     #[serde(default)]
     pub control: RawControl,
+    /// The district server. Without this section the room only joins its
+    /// own conference when asked.
+    pub district: Option<RawDistrict>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDistrict {
+    pub provisioning_file: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub serial: Option<String>,
+    pub heartbeat_secs: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +101,20 @@ pub enum VideoOutConfig {
     None,
 }
 
+/// How the room talks to the district server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistrictConfig {
+    pub provisioning_file: PathBuf,
+    pub state_dir: PathBuf,
+    /// The board's serial number; read from the hardware when not given.
+    pub serial: Option<String>,
+    /// Overrides the heartbeat interval the server asks for (tests).
+    pub heartbeat_secs: Option<u64>,
+}
+
+pub const DEFAULT_PROVISIONING_FILE: &str = "/boot/firmware/diemcau-provision.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/diemcau";
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -101,6 +131,7 @@ pub struct Config {
     /// so receivers can measure glass-to-glass latency (tests, benchmarks).
     pub stamp_frames: bool,
     pub socket: PathBuf,
+    pub district: Option<DistrictConfig>,
 }
 
 /// A configuration file that cannot be used.
@@ -264,7 +295,51 @@ impl Config {
                 ));
             }
         };
+        let district = match raw.district {
+            None => None,
+            Some(d) => {
+                let heartbeat_secs = match d.heartbeat_secs {
+                    None => None,
+                    Some(h) => Some(
+                        u64::try_from(h)
+                            .ok()
+                            .filter(|h| (1..=3600).contains(h))
+                            .ok_or_else(|| {
+                                invalid(
+                                    "district.heartbeat_secs",
+                                    "1 to 3600 seconds",
+                                    h.to_string(),
+                                )
+                            })?,
+                    ),
+                };
+                if let Some(serial) = &d.serial
+                    && (serial.is_empty()
+                        || serial.len() > 64
+                        || !serial
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-'))
+                {
+                    return Err(invalid(
+                        "district.serial",
+                        "1 to 64 letters, digits or '-'",
+                        format!("{serial:?}"),
+                    ));
+                }
+                Some(DistrictConfig {
+                    provisioning_file: d
+                        .provisioning_file
+                        .unwrap_or_else(|| PathBuf::from(DEFAULT_PROVISIONING_FILE)),
+                    state_dir: d
+                        .state_dir
+                        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+                    serial: d.serial,
+                    heartbeat_secs,
+                })
+            }
+        };
         Ok(Config {
+            district,
             room_name,
             board,
             janus_url: url,

@@ -50,11 +50,30 @@ pub struct Status {
     pub board: String,
     pub encoder: String,
     pub call: Option<u64>,
+    /// The district meeting the room is in or joining.
+    pub meeting: Option<String>,
+    /// The district server, when the room is provisioned for one.
+    pub district: Option<DistrictStatus>,
     pub peers: Vec<PeerStatus>,
     /// Our outgoing stream.
     pub send: RtpStats,
     pub send_bitrate_kbps: f64,
     pub uptime_s: u64,
+}
+
+/// The room's view of the district server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct DistrictStatus {
+    pub enrolled: bool,
+    pub device_id: Option<String>,
+    pub reachable: bool,
+    /// Why the room cannot use the district server, if it cannot.
+    pub problem: Option<String>,
+    pub meetings: usize,
+    pub next_meeting: Option<String>,
+    pub next_meeting_starts_at: Option<i64>,
+    /// Events recorded while the server was unreachable, not yet delivered.
+    pub pending_events: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -184,6 +203,27 @@ pub fn render(s: &Status) -> String {
         let _ = writeln!(o, "reason:   {r}");
     }
     let _ = writeln!(o, "conference room: {}", s.conference_room);
+    if let Some(m) = &s.meeting {
+        let _ = writeln!(o, "meeting:  {m}");
+    }
+    if let Some(d) = &s.district {
+        let _ = writeln!(
+            o,
+            "district: {} {}, {} meetings, next {}{}",
+            if d.enrolled {
+                "enrolled"
+            } else {
+                "not enrolled"
+            },
+            if d.reachable { "(online)" } else { "(offline)" },
+            d.meetings,
+            d.next_meeting.as_deref().unwrap_or("-"),
+            d.problem
+                .as_ref()
+                .map(|p| format!("; problem: {p}"))
+                .unwrap_or_default()
+        );
+    }
     let _ = writeln!(
         o,
         "sending:  {:.0} kbit/s, {} packets, lost {} (far end), rtt {}",

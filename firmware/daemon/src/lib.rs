@@ -6,4 +6,5 @@
 pub mod call;
 pub mod config;
 pub mod ctl;
+pub mod district;
 pub mod run;

@@ -18,6 +18,7 @@ use diemcau_media::{AudioOut, MediaError, MediaSettings, VideoOut};
 use crate::call::{self, CallConfig, CallHandle, CallStatus};
 use crate::config::{Config, VideoOutConfig};
 use crate::ctl::{self, Command, CtlRequest, Status};
+use crate::district::Meetings;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +118,7 @@ pub fn self_test(
         video_out: VideoOutConfig::None,
         audio_out_device: false,
         stamp_frames: false,
+        district: None,
         socket: Default::default(),
     };
     let b = board(&cfg)?;
@@ -153,6 +155,11 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     }
     tracing::info!(socket = %cfg.socket.display(), room = %cfg.room_name, "diemcau ready");
 
+    let (mut district, mut agent_rx) = match &cfg.district {
+        Some(d) => start_agent(d, &board).await,
+        None => (None, None),
+    };
+
     let started = Instant::now();
     let seed = std::process::id() as u64 ^ started.elapsed().as_nanos() as u64;
     let mut room = Room::new(Timing::default(), seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -166,6 +173,8 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         })?;
 
     let now_ms = |started: Instant| started.elapsed().as_millis() as u64;
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    let mut last_state = room.state().name();
     loop {
         let sleep = match room.poll_timeout() {
             Some(at) => Duration::from_millis(at.saturating_sub(now_ms(started))),
@@ -194,15 +203,48 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                 }
             }
             _ = tokio::time::sleep(sleep) => room.handle_input(now_ms(started), Input::Tick),
+            ev = recv_agent(&mut agent_rx) => {
+                match (ev, district.as_mut()) {
+                    (Some(ev), Some(d)) => {
+                        for input in d.on_agent_event(ev) {
+                            room.handle_input(now_ms(started), input);
+                        }
+                    }
+                    _ => agent_rx = None,
+                }
+            }
+            _ = second.tick() => {
+                if let Some(d) = district.as_mut() {
+                    for input in d.meetings.tick(d.now_s()) {
+                        tracing::info!(?input, "schedule");
+                        room.handle_input(now_ms(started), input);
+                    }
+                    let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    d.heartbeat(&room, &s, started);
+                }
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         }
         while let Some(out) = room.poll_output() {
             match out {
-                Output::StartCall { call } => {
+                Output::StartCall { call, meeting } => {
                     calls.retain(|c| !c.is_finished());
+                    let target = meeting.as_deref().and_then(|id| {
+                        let m = district.as_ref()?.meetings.get(id)?;
+                        tracing::info!(meeting = %m.title, room = m.janus.room_id, "joining district meeting");
+                        Some((
+                            m.janus.ws_url.clone(),
+                            RoomSettings {
+                                room_id: m.janus.room_id,
+                                display_name: cfg.display_name.clone(),
+                                pin: m.janus.pin.clone(),
+                            },
+                        ))
+                    });
                     calls.push(call::spawn(
                         call_cfg.clone(),
+                        target,
                         call,
                         ev_tx.clone(),
                         status.clone(),
@@ -213,15 +255,26 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                         c.stop();
                     }
                 }
-                Output::StateChanged(state) => log_state(&state),
+                Output::StateChanged(state) => {
+                    log_state(&state);
+                    if let Some(d) = district.as_ref() {
+                        d.report_transition(last_state, &state, room.meeting());
+                    }
+                    last_state = state.name();
+                }
             }
         }
         if let Some(reply) = status_reply {
             let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let _ = reply.send(build_status(&room, &cfg, &board, &encoder, s, started));
+            let mut st = build_status(&room, &cfg, &board, &encoder, s, started);
+            st.district = district.as_ref().map(|d| d.status());
+            let _ = reply.send(st);
         }
     }
     tracing::info!("shutting down");
+    if let Some(d) = district.as_ref() {
+        d.agent.shutdown();
+    }
     for c in calls.iter_mut() {
         c.stop();
     }
@@ -287,9 +340,204 @@ fn build_status(
         board: board.to_string(),
         encoder: encoder.to_string(),
         call: state.call().map(|c| c.0),
+        meeting: room.meeting().map(str::to_string),
+        district: None,
         peers,
         send: call.send,
         send_bitrate_kbps: call.send_bitrate_kbps,
         uptime_s: started.elapsed().as_secs(),
     }
+}
+
+/// The room's link to the district server: the agent and the schedule.
+struct District {
+    agent: diemcau_agent::Agent,
+    meetings: Meetings,
+    problem: Option<String>,
+    last_heartbeat: Option<Instant>,
+    heartbeat_every: Duration,
+}
+
+async fn recv_agent(
+    rx: &mut Option<mpsc::Receiver<diemcau_agent::AgentEvent>>,
+) -> Option<diemcau_agent::AgentEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The board's serial number: the devicetree's, else the machine id.
+fn board_serial() -> String {
+    for path in [
+        "/proc/device-tree/serial-number",
+        "/sys/class/dmi/id/product_serial",
+        "/etc/machine-id",
+    ] {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            let s: String = s
+                .trim_matches(|c: char| c.is_whitespace() || c == '\0')
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .take(64)
+                .collect();
+            if !s.is_empty() {
+                return s;
+            }
+        }
+    }
+    "unknown".into()
+}
+
+async fn start_agent(
+    d: &crate::config::DistrictConfig,
+    board: &str,
+) -> (
+    Option<District>,
+    Option<mpsc::Receiver<diemcau_agent::AgentEvent>>,
+) {
+    let serial = d.serial.clone().unwrap_or_else(board_serial);
+    let mut ac =
+        diemcau_agent::AgentConfig::new(&d.state_dir, &d.provisioning_file, &serial, board);
+    ac.versions
+        .insert("diemcau".into(), env!("CARGO_PKG_VERSION").into());
+    ac.heartbeat_interval = d.heartbeat_secs.map(Duration::from_secs);
+    match diemcau_agent::Agent::start(ac).await {
+        Ok((agent, rx)) => {
+            tracing::info!(%serial, "district agent started");
+            (
+                Some(District {
+                    agent,
+                    meetings: Meetings::default(),
+                    problem: None,
+                    last_heartbeat: None,
+                    heartbeat_every: Duration::from_secs(d.heartbeat_secs.unwrap_or(5).min(5)),
+                }),
+                Some(rx),
+            )
+        }
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                src = s.source();
+            }
+            tracing::error!(error = %msg, "the district agent cannot start; the room works without the district server");
+            (None, None)
+        }
+    }
+}
+
+impl District {
+    fn now_s(&self) -> i64 {
+        self.agent.server_now()
+    }
+
+    fn on_agent_event(&mut self, ev: diemcau_agent::AgentEvent) -> Vec<Input> {
+        use diemcau_agent::AgentEvent as E;
+        match ev {
+            E::Schedule(ms) => {
+                tracing::info!(meetings = ms.len(), "schedule");
+                self.meetings.set_schedule(ms);
+                vec![]
+            }
+            E::Convene(m) => {
+                tracing::warn!(meeting = %m.title, "urgent meeting convened by the district");
+                vec![self.meetings.convene(m)]
+            }
+            E::Revoked => {
+                self.problem = Some("this device was revoked by the district".into());
+                tracing::error!("device revoked by the district");
+                vec![Input::Leave]
+            }
+            E::OpsReachable(ok) => {
+                tracing::info!(reachable = ok, "district server");
+                vec![]
+            }
+            E::EnrolmentRejected(reason) => {
+                tracing::error!(%reason, "enrolment rejected");
+                self.problem = Some(format!("enrolment rejected: {reason}"));
+                vec![]
+            }
+        }
+    }
+
+    fn report_transition(&self, from: &str, to: &State, meeting: Option<&str>) {
+        use diemcau_agent::api::DeviceEventKind as K;
+        let (kind, msg) = match to {
+            State::InCall { .. } => (K::Joined, None),
+            State::Error { reason } => (K::JoinFailed, Some(reason.as_str())),
+            State::Retrying { reason, .. } if from == "joining" => {
+                (K::JoinFailed, Some(reason.as_str()))
+            }
+            State::Idle if from == "leaving" || from == "in_call" => (K::Left, None),
+            _ => return,
+        };
+        self.agent.report_event(kind, meeting, msg);
+    }
+
+    fn heartbeat(&mut self, room: &Room, call: &CallStatus, started: Instant) {
+        use diemcau_agent::api::{CallStats, DeviceState, Heartbeat};
+        if self
+            .last_heartbeat
+            .is_some_and(|t| t.elapsed() < self.heartbeat_every)
+        {
+            return;
+        }
+        self.last_heartbeat = Some(Instant::now());
+        let state = match room.state() {
+            State::Idle => DeviceState::Idle,
+            State::Joining { .. } | State::Retrying { .. } => DeviceState::Joining,
+            State::InCall { .. } => DeviceState::InCall,
+            State::Leaving { .. } => DeviceState::Leaving,
+            State::Error { .. } => DeviceState::Error,
+        };
+        let fps = call
+            .peers
+            .iter()
+            .map(|p| p.media.fps)
+            .fold(0.0f64, f64::max);
+        let call_stats = matches!(room.state(), State::InCall { .. }).then(|| CallStats {
+            meeting_id: room.meeting().map(str::to_string),
+            bitrate_kbps: call.send_bitrate_kbps.max(0.0) as u32,
+            fps: fps as f32,
+            packets_lost: call
+                .peers
+                .iter()
+                .map(|p| p.rtp.packets_lost.max(0) as u64)
+                .sum(),
+            rtt_ms: call.send.rtt_ms.unwrap_or(0.0).max(0.0) as u32,
+        });
+        self.agent.report_heartbeat(Heartbeat {
+            state,
+            versions: Default::default(),
+            uptime_s: started.elapsed().as_secs(),
+            temperature_c: read_temperature(),
+            link: Default::default(),
+            call: call_stats,
+        });
+    }
+
+    fn status(&self) -> crate::ctl::DistrictStatus {
+        let now = self.now_s();
+        let next = self.meetings.next(now);
+        crate::ctl::DistrictStatus {
+            enrolled: self.agent.device_id().is_some(),
+            device_id: self.agent.device_id(),
+            reachable: self.agent.is_reachable(),
+            problem: self.problem.clone(),
+            meetings: self.agent.schedule().len(),
+            next_meeting: next.map(|m| m.title.clone()),
+            next_meeting_starts_at: next.map(|m| m.starts_at),
+            pending_events: self.agent.pending_events(),
+        }
+    }
+}
+
+/// The SoC temperature, where the kernel reports one.
+fn read_temperature() -> Option<f32> {
+    let t = std::fs::read_to_string("/sys/class/thermal/thermal_zone0/temp").ok()?;
+    t.trim().parse::<f32>().ok().map(|m| m / 1000.0)
 }
