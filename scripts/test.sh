@@ -8,5 +8,5 @@ bash scripts/setup.sh
 if [ "$(id -u)" != 0 ]; then exec sudo -E env "PATH=$PATH" bash "$0" "$@"; fi
 export RUST_BACKTRACE=1
 cargo fmt --all --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked -- --test-threads=2
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace -- --test-threads=2

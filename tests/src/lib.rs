@@ -250,6 +250,8 @@ pub struct RoomSpec {
     pub janus_url: String,
     pub video_out: String,
     pub extra_media: String,
+    /// Draw time stamps into the picture (latency measurement).
+    pub stamp: bool,
 }
 
 impl RoomSpec {
@@ -261,6 +263,7 @@ impl RoomSpec {
             janus_url: janus.ws_url.clone(),
             video_out: "none".into(),
             extra_media: String::new(),
+            stamp: true,
         }
     }
 }
@@ -337,13 +340,14 @@ impl Daemon {
         fs::write(
             &config,
             format!(
-                "[room]\nname = \"{name}\"\nboard = \"sim\"\n\n[conference]\njanus_url = \"{url}\"\nroom_id = {room}\n{pin}\n[media]\nvideo_out = \"{vo}\"\npng_dir = \"{png}\"\naudio_out = \"none\"\nstamp_frames = true\n{extra}\n[control]\nsocket = \"{sock}\"\n",
+                "[room]\nname = \"{name}\"\nboard = \"sim\"\n\n[conference]\njanus_url = \"{url}\"\nroom_id = {room}\n{pin}\n[media]\nvideo_out = \"{vo}\"\npng_dir = \"{png}\"\naudio_out = \"none\"\nstamp_frames = {stamp}\n{extra}\n[control]\nsocket = \"{sock}\"\n",
                 name = spec.name,
                 url = spec.janus_url,
                 room = spec.room_id,
                 vo = spec.video_out,
                 png = base.join("frames").display(),
                 extra = spec.extra_media,
+                stamp = spec.stamp,
                 sock = socket.display(),
             ),
         )?;

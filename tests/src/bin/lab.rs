@@ -37,6 +37,9 @@ enum Cmd {
         /// Force PNG output even at a desktop.
         #[arg(long)]
         headless: bool,
+        /// Draw latency stamps into the pictures.
+        #[arg(long)]
+        stamp: bool,
     },
 }
 
@@ -57,11 +60,18 @@ fn main() -> Result<()> {
             duration,
             out,
             headless,
-        } => demo(rooms.clamp(1, NAMES.len()), duration, out, headless),
+            stamp,
+        } => demo(rooms.clamp(1, NAMES.len()), duration, out, headless, stamp),
     }
 }
 
-fn demo(rooms: usize, duration: Option<u64>, out: PathBuf, headless: bool) -> Result<()> {
+fn demo(
+    rooms: usize,
+    duration: Option<u64>,
+    out: PathBuf,
+    headless: bool,
+    stamp: bool,
+) -> Result<()> {
     let desktop = !headless
         && (std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some());
     std::fs::create_dir_all(&out)?;
@@ -80,6 +90,7 @@ fn demo(rooms: usize, duration: Option<u64>, out: PathBuf, headless: bool) -> Re
     let mut daemons = Vec::new();
     for name in NAMES.iter().take(rooms) {
         let mut spec = RoomSpec::new(name, &janus, &room);
+        spec.stamp = stamp;
         spec.video_out = if desktop { "window" } else { "png" }.into();
         let d = Daemon::start(&out, &spec)?;
         println!("room {name:?}: config {}", d.config.display());
