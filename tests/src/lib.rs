@@ -26,7 +26,8 @@ pub const JANUS_IP: &str = "127.0.0.2";
 /// The veth device carrying the test addresses.
 pub const DEV: &str = "dcau0";
 
-fn run(cmd: &str, args: &[&str]) -> Result<()> {
+/// Runs `cmd` with `args`; fails with its stderr; returns its stdout.
+pub(crate) fn run(cmd: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(cmd)
         .args(args)
         .output()
@@ -38,7 +39,7 @@ fn run(cmd: &str, args: &[&str]) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Moves the calling thread (and so every thread and process it starts

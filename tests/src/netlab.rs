@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::{Context, Result, bail};
 use nix::sched::{CloneFlags, setns};
 
-use crate::{Daemon, JANUS_IP, Janus, JanusRoom, RoomSpec};
+use crate::{Daemon, JANUS_IP, Janus, JanusRoom, RoomSpec, run};
 
 /// The shaped room's address.
 pub const ROOM_IP: &str = "127.0.0.3";
@@ -65,21 +65,6 @@ const NS_PREFIX: &str = "dcl";
 const NFT_TABLE: &str = "dclink";
 
 static LABS: AtomicU32 = AtomicU32::new(0);
-
-fn run(cmd: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {cmd}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// Feeds `script` to `nft -f -` inside namespace `ns`.
 fn nft(ns: &str, script: &str) -> Result<()> {
