@@ -170,9 +170,7 @@ fn main() -> Result<()> {
             .map(|p| cpu_seconds(*p))
             .collect::<Result<_>>()?;
         let call = after.iter().zip(&before).map(|(a, b)| a - b).sum::<f64>();
-        // Pause the call's media CPU? No: the call keeps running; the bare
-        // pipelines run beside it in the next window would compete, so stop
-        // nothing and measure the bare pipelines after the call is left.
+        // The bare pipelines run with the call left, so the two never compete.
         c.ctl(CtlCommand::Leave)?;
         d.ctl(CtlCommand::Leave)?;
         c.wait_for("idle", Duration::from_secs(10), |s| s.state == "idle")?;
