@@ -85,6 +85,13 @@ fn two_rooms_see_and_hear_each_other() -> Result<()> {
         );
         ensure!(p.media.width == 1280 && p.media.height == 720, "{p:?}");
         ensure!(p.media.latency_samples > 0, "stamps are read: {p:?}");
+        // Frames are measured when the display would show them, which is
+        // after the 50 ms jitter buffer (regression: the probe once ran
+        // before the pipeline's latency was configured and saw ~8 ms).
+        ensure!(
+            p.media.latency_p50_ms.is_some_and(|ms| ms >= 50),
+            "latency includes the jitter buffer: {p:?}"
+        );
         ensure!(
             s.send.packets_sent > 0 && s.send_bitrate_kbps > 100.0,
             "{s:?}"

@@ -126,7 +126,10 @@ impl Subscriber {
 fn video_chain(settings: &MediaSettings, peer: &str) -> String {
     let q = "queue max-size-buffers=3 max-size-time=0 max-size-bytes=0 leaky=downstream";
     match &settings.video_out {
-        VideoOut::Discard => format!("{q} ! fakesink sync=false async=false"),
+        // Discarded frames are still taken at their display time, as a
+        // screen would, so that the probe before it measures what a screen
+        // shows (and the sink's latency query configures the pipeline).
+        VideoOut::Discard => format!("{q} ! fakesink sync=true async=false"),
         // The probe before the sink waits for the frame's display time
         // (identity sync=true), so what it measures is what the screen shows.
         VideoOut::Sink(spec) => format!("{q} ! videoconvert ! {}", spec.launch_fragment()),
@@ -182,6 +185,8 @@ fn link_chain(
         .ok_or_else(|| MediaError::Pipeline("chain has no sink pad".into()))?;
     pad.link(&sink)
         .map_err(|e| MediaError::Pipeline(format!("link: {e:?}")))?;
+    // A new sink joined a playing pipeline: it needs the pipeline's latency.
+    webrtc::recalculate_latency(pipeline);
     Ok(())
 }
 

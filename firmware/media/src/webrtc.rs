@@ -62,7 +62,16 @@ pub(crate) fn watch_bus(
     events: mpsc::UnboundedSender<MediaEvent>,
 ) {
     let Some(bus) = pipeline.bus() else { return };
+    let weak = pipeline.downgrade();
     bus.set_sync_handler(move |_, msg| {
+        if let gst::MessageView::Latency(_) = msg.view() {
+            // An element's latency changed (the jitter buffer learns its
+            // latency once the stream runs): distribute the new latency, or
+            // sinks would show every frame too early or drop it as late.
+            if let Some(p) = weak.upgrade() {
+                recalculate_latency(&p);
+            }
+        }
         if let gst::MessageView::Error(e) = msg.view() {
             let src = msg
                 .src()
@@ -73,6 +82,25 @@ pub(crate) fn watch_bus(
         }
         gst::BusSyncReply::Drop
     });
+}
+
+/// Recomputes the pipeline's latency and hands it to its sinks. It runs on a
+/// thread of its own: the latency query walks the whole pipeline and must
+/// not run on the streaming thread that posted the message.
+pub(crate) fn recalculate_latency(pipeline: &gst::Pipeline) {
+    let weak = pipeline.downgrade();
+    let spawned = std::thread::Builder::new()
+        .name("latency".into())
+        .spawn(move || {
+            if let Some(p) = weak.upgrade()
+                && p.recalculate_latency().is_err()
+            {
+                tracing::debug!(pipeline = %p.name(), "latency not recalculated (not live yet)");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the latency thread");
+    }
 }
 
 async fn promise_reply(
