@@ -23,6 +23,13 @@
 //! [control]
 //! socket = "/run/diemcau/ctl.sock"
 //!
+//! [hardware]                        # optional, per board
+//! watchdog = "/dev/watchdog"        # pet the hardware watchdog
+//! watchdog_timeout_secs = 15
+//! gpio_chip = "/dev/gpiochip0"
+//! status_led = 17                   # line offset; status_led_active_low = false
+//! join_button = 27                  # join/leave; join_button_active_low = true
+//!
 //! [district]                        # optional: enrol with the district server
 //! provisioning_file = "/boot/firmware/diemcau-provision.toml"
 //! state_dir = "/var/lib/diemcau"
@@ -31,6 +38,8 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::hw::{HardwareConfig, LineConfig};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +53,21 @@ pub struct RawConfig {
     /// The district server. Without this section the room only joins its
     /// own conference when asked.
     pub district: Option<RawDistrict>,
+    /// The board's watchdog, status LED and join button.
+    #[serde(default)]
+    pub hardware: RawHardware,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHardware {
+    pub watchdog: Option<PathBuf>,
+    pub watchdog_timeout_secs: Option<i64>,
+    pub gpio_chip: Option<PathBuf>,
+    pub status_led: Option<i64>,
+    pub status_led_active_low: Option<bool>,
+    pub join_button: Option<i64>,
+    pub join_button_active_low: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +156,7 @@ pub struct Config {
     pub stamp_frames: bool,
     pub socket: PathBuf,
     pub district: Option<DistrictConfig>,
+    pub hardware: HardwareConfig,
 }
 
 /// A configuration file that cannot be used.
@@ -338,8 +363,10 @@ impl Config {
                 })
             }
         };
+        let hardware = validate_hardware(&invalid, raw.hardware)?;
         Ok(Config {
             district,
+            hardware,
             room_name,
             board,
             janus_url: url,
@@ -356,6 +383,80 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
         })
     }
+}
+
+fn validate_hardware(
+    invalid: &dyn Fn(&'static str, &'static str, String) -> ConfigError,
+    raw: RawHardware,
+) -> Result<HardwareConfig, ConfigError> {
+    let line = |key: &'static str, v: Option<i64>, active_low: Option<bool>, default_low| {
+        v.map(|n| {
+            u32::try_from(n)
+                .ok()
+                .filter(|n| *n < 1024)
+                .map(|line| LineConfig {
+                    line,
+                    active_low: active_low.unwrap_or(default_low),
+                })
+                .ok_or_else(|| invalid(key, "a GPIO line offset from 0 to 1023", n.to_string()))
+        })
+        .transpose()
+    };
+    let status_led = line(
+        "hardware.status_led",
+        raw.status_led,
+        raw.status_led_active_low,
+        false,
+    )?;
+    let join_button = line(
+        "hardware.join_button",
+        raw.join_button,
+        raw.join_button_active_low,
+        true,
+    )?;
+    if let (Some(l), Some(b)) = (&status_led, &join_button)
+        && l.line == b.line
+    {
+        return Err(invalid(
+            "hardware.join_button",
+            "a line other than the status LED's",
+            b.line.to_string(),
+        ));
+    }
+    let watchdog_timeout = raw
+        .watchdog_timeout_secs
+        .map(|t| {
+            u64::try_from(t)
+                .ok()
+                .filter(|t| (1..=3600).contains(t))
+                .map(std::time::Duration::from_secs)
+                .ok_or_else(|| {
+                    invalid(
+                        "hardware.watchdog_timeout_secs",
+                        "1 to 3600 seconds",
+                        t.to_string(),
+                    )
+                })
+        })
+        .transpose()?;
+    if let Some(w) = &raw.watchdog
+        && !w.is_absolute()
+    {
+        return Err(invalid(
+            "hardware.watchdog",
+            "an absolute device path like /dev/watchdog",
+            format!("{:?}", w.display()),
+        ));
+    }
+    Ok(HardwareConfig {
+        watchdog: raw.watchdog,
+        watchdog_timeout,
+        gpio_chip: raw
+            .gpio_chip
+            .unwrap_or_else(|| PathBuf::from("/dev/gpiochip0")),
+        status_led,
+        join_button,
+    })
 }
 
 #[cfg(test)]

@@ -7,4 +7,17 @@ pub mod call;
 pub mod config;
 pub mod ctl;
 pub mod district;
+pub mod hw;
 pub mod run;
+
+/// An error and all its causes on one line, for logs.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}

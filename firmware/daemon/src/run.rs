@@ -19,6 +19,7 @@ use crate::call::{self, CallConfig, CallHandle, CallStatus};
 use crate::config::{Config, VideoOutConfig};
 use crate::ctl::{self, Command, CtlRequest, Status};
 use crate::district::Meetings;
+use crate::hw;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,8 @@ pub enum StartError {
     Select(#[from] SelectError),
     #[error("media")]
     Media(#[from] diemcau_media::MediaError),
+    #[error("room hardware")]
+    Hardware(#[from] crate::hw::HardwareError),
     #[error("cannot open the control socket {path}")]
     Socket {
         path: String,
@@ -120,6 +123,7 @@ pub fn self_test(
         stamp_frames: false,
         district: None,
         socket: Default::default(),
+        hardware: Default::default(),
     };
     let b = board(&cfg)?;
     let call = call_config(&cfg, b);
@@ -153,6 +157,8 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             source,
         });
     }
+    let mut supervision = hw::Supervision::start(&cfg.hardware)?;
+    let mut gpio = hw::start_gpio(&cfg.hardware)?;
     tracing::info!(socket = %cfg.socket.display(), room = %cfg.room_name, "diemcau ready");
 
     let (mut district, mut agent_rx) = match &cfg.district {
@@ -163,6 +169,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     let started = Instant::now();
     let seed = std::process::id() as u64 ^ started.elapsed().as_nanos() as u64;
     let mut room = Room::new(Timing::default(), seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    supervision.ready(room.state());
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<(CallId, ConferenceEvent)>();
     let status = Arc::new(Mutex::new(CallStatus::default()));
     let mut calls: Vec<CallHandle> = Vec::new();
@@ -203,6 +210,10 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                 }
             }
             _ = tokio::time::sleep(sleep) => room.handle_input(now_ms(started), Input::Tick),
+            input = recv_gpio(&mut gpio) => match input {
+                Some(input) => room.handle_input(now_ms(started), input),
+                None => gpio = None,
+            },
             ev = recv_agent(&mut agent_rx) => {
                 match (ev, district.as_mut()) {
                     (Some(ev), Some(d)) => {
@@ -214,6 +225,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                 }
             }
             _ = second.tick() => {
+                supervision.pet(Instant::now());
                 if let Some(d) = district.as_mut() {
                     for input in d.meetings.tick(d.now_s()) {
                         tracing::info!(?input, "schedule");
@@ -257,6 +269,10 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                 }
                 Output::StateChanged(state) => {
                     log_state(&state);
+                    supervision.state_changed(&state);
+                    if let Some(g) = gpio.as_ref() {
+                        let _ = g.led.send(hw::led_pattern(&state));
+                    }
                     if let Some(d) = district.as_ref() {
                         d.report_transition(last_state, &state, room.meeting());
                     }
@@ -286,6 +302,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         c.abort();
     }
     let _ = std::fs::remove_file(&cfg.socket);
+    supervision.stopping();
     Ok(())
 }
 
@@ -356,6 +373,13 @@ struct District {
     problem: Option<String>,
     last_heartbeat: Option<Instant>,
     heartbeat_every: Duration,
+}
+
+async fn recv_gpio(gpio: &mut Option<hw::Gpio>) -> Option<Input> {
+    match gpio {
+        Some(g) => g.inputs.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn recv_agent(
