@@ -156,10 +156,11 @@ fn main() -> Result<()> {
             peer(s, other).is_some_and(|p| p.media.video_frames > 60)
         })?;
     }
-    let window = Duration::from_secs(15);
+    let window = Duration::from_secs(20);
+    let rounds = 3;
     let pids = [pid_of(&c)?, pid_of(&d)?];
     let (mut call_cpu, mut bare_cpu, mut secs) = (0.0, 0.0, 0.0);
-    for round in 0..2 {
+    for round in 0..rounds {
         let before: Vec<f64> = pids
             .iter()
             .map(|p| cpu_seconds(*p))
@@ -176,11 +177,14 @@ fn main() -> Result<()> {
         c.wait_for("idle", Duration::from_secs(10), |s| s.state == "idle")?;
         d.wait_for("idle", Duration::from_secs(10), |s| s.state == "idle")?;
         let bare = bare_pipelines_cpu(window)?;
-        println!("round {round}: call {call:.2} CPU-s, bare {bare:.2} CPU-s per {window:?}");
+        println!(
+            "round {round}: call {call:.2} CPU-s, bare {bare:.2} CPU-s per {window:?} (ratio {:.2})",
+            call / bare
+        );
         call_cpu += call;
         bare_cpu += bare;
         secs += window.as_secs_f64();
-        if round == 0 {
+        if round + 1 < rounds {
             c.ctl(CtlCommand::Join)?;
             d.ctl(CtlCommand::Join)?;
             for (x, other) in [(&c, "Bench D"), (&d, "Bench C")] {
