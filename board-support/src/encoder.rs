@@ -26,10 +26,37 @@ fn bitrate_prop(element: &str) -> Option<BitrateProp> {
             BitrateProp::Kbps("bitrate")
         }
         "openh264enc" | "nvv4l2h264enc" => BitrateProp::Bps("bitrate"),
+        "vp8enc" => BitrateProp::Bps("target-bitrate"),
         "mpph264enc" => BitrateProp::Bps("bps"),
         "v4l2h264enc" => BitrateProp::V4l2ExtraControls,
         _ => return None,
     })
+}
+
+/// The video codec an encoder produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    H264,
+    Vp8,
+}
+
+impl Codec {
+    /// The RTP encoding name (SDP `a=rtpmap`).
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            Codec::H264 => "H264",
+            Codec::Vp8 => "VP8",
+        }
+    }
+}
+
+/// What `element` encodes to: VP8 for the VP8 encoders, H.264 for the rest
+/// (every board profile's hardware encoder is H.264).
+pub fn codec(element: &str) -> Codec {
+    match element {
+        "vp8enc" | "v4l2vp8enc" | "vavp8enc" => Codec::Vp8,
+        _ => Codec::H264,
+    }
 }
 
 /// True for encoders that run on the CPU.
@@ -121,6 +148,16 @@ fn set_structure_field(s: &str, field: &str, value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codec_follows_the_element() {
+        assert_eq!(codec("vp8enc"), Codec::Vp8);
+        assert_eq!(codec("x264enc"), Codec::H264);
+        assert_eq!(codec("v4l2h264enc"), Codec::H264);
+        assert_eq!(Codec::Vp8.encoding_name(), "VP8");
+        let v = ElementSpec::new("vp8enc").with_property("target-bitrate", "1500000");
+        assert_eq!(bitrate_kbps(&v), Some(1500));
+    }
 
     #[test]
     fn reads_bitrate_in_each_elements_units() {

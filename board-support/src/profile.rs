@@ -434,7 +434,7 @@ mod tests {
             .iter()
             .map(|e| e.element.as_str())
             .collect();
-        assert_eq!(encs, ["x264enc", "openh264enc"]);
+        assert_eq!(encs, ["x264enc", "openh264enc", "vp8enc"]);
         let x264 = &p.video.encoders[0];
         assert_eq!(x264.properties["tune"], "zerolatency");
         assert_eq!(x264.properties["speed-preset"], "ultrafast");

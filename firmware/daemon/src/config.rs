@@ -109,6 +109,7 @@ pub struct RawMedia {
     pub png_every_secs: Option<i64>,
     pub audio_out: Option<String>,
     pub stamp_frames: Option<bool>,
+    pub encoder: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -154,6 +155,9 @@ pub struct Config {
     /// Draw a machine-readable time stamp into the top rows of our picture,
     /// so receivers can measure glass-to-glass latency (tests, benchmarks).
     pub stamp_frames: bool,
+    /// Use only this one of the board's encoders (benchmarks, a site
+    /// whose hardware encoder misbehaves); `None`: the board's order.
+    pub encoder: Option<String>,
     pub socket: PathBuf,
     pub district: Option<DistrictConfig>,
     pub hardware: HardwareConfig,
@@ -364,6 +368,24 @@ impl Config {
             }
         };
         let hardware = validate_hardware(&invalid, raw.hardware)?;
+        let encoder = match raw.media.encoder.as_deref().map(str::trim) {
+            None => None,
+            Some(e)
+                if !e.is_empty()
+                    && e.len() <= 64
+                    && e.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+            {
+                Some(e.to_string())
+            }
+            Some(e) => {
+                return Err(invalid(
+                    "media.encoder",
+                    "a GStreamer encoder element name like x264enc",
+                    format!("{e:?}"),
+                ));
+            }
+        };
         Ok(Config {
             district,
             hardware,
@@ -377,6 +399,7 @@ impl Config {
             video_out,
             audio_out_device,
             stamp_frames: raw.media.stamp_frames.unwrap_or(false),
+            encoder,
             socket: raw
                 .control
                 .socket

@@ -30,6 +30,12 @@ pub enum StartError {
     Select(#[from] SelectError),
     #[error("media")]
     Media(#[from] diemcau_media::MediaError),
+    #[error("media.encoder = {pinned:?} is not an encoder of board {board} (it has: {known})")]
+    Encoder {
+        pinned: String,
+        board: String,
+        known: String,
+    },
     #[error("room hardware")]
     Hardware(#[from] crate::hw::HardwareError),
     #[error("cannot open the control socket {path}")]
@@ -51,7 +57,20 @@ pub struct Board {
 /// each fallback was taken.
 pub fn board(cfg: &Config) -> Result<Board, StartError> {
     let override_name = (cfg.board != "auto").then_some(cfg.board.as_str());
-    let detection = detect(Path::new("/"), override_name)?;
+    let mut detection = detect(Path::new("/"), override_name)?;
+    if let Some(pinned) = &cfg.encoder {
+        let encoders = &mut detection.profile.video.encoders;
+        let known: Vec<String> = encoders.iter().map(|e| e.element.clone()).collect();
+        encoders.retain(|e| &e.element == pinned);
+        if encoders.is_empty() {
+            return Err(StartError::Encoder {
+                pinned: pinned.clone(),
+                board: detection.profile.name.clone(),
+                known: known.join(", "),
+            });
+        }
+        tracing::info!(encoder = %pinned, "encoder pinned by media.encoder");
+    }
     tracing::info!(board = %detection.profile.name, "{}", detection.summary());
     for w in &detection.warnings {
         tracing::warn!("{w}");
@@ -121,6 +140,7 @@ pub fn self_test(
         video_out: VideoOutConfig::None,
         audio_out_device: false,
         stamp_frames: false,
+        encoder: None,
         district: None,
         socket: Default::default(),
         hardware: Default::default(),

@@ -2,6 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use diemcau_board::encoder::Codec;
 use gst::prelude::*;
 use gst_video::prelude::*;
 use gst_webrtc::WebRTCSDPType;
@@ -29,6 +30,7 @@ impl Drop for Publisher {
 /// The `gst-launch` description of the publishing pipeline for `settings`.
 pub fn description(settings: &MediaSettings) -> String {
     let v = &settings.profile.video;
+    let codec = diemcau_board::encoder::codec(&settings.encoder.element);
     let a = &settings.profile.audio;
     format!(
         "webrtcbin name=webrtc \
@@ -37,9 +39,8 @@ pub fn description(settings: &MediaSettings) -> String {
          ! textoverlay text=\"{name}\" valignment=bottom halignment=left font-desc=\"Sans 24\" shaded-background=true \
          ! videoconvert ! video/x-raw,format=I420 ! identity name=stamp \
          ! queue max-size-buffers=2 max-size-time=0 max-size-bytes=0 leaky=downstream \
-         ! {enc} ! {h264caps} ! h264parse \
-         ! rtph264pay config-interval=-1 aggregate-mode=zero-latency mtu=1200 pt=96 \
-         ! application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000 ! webrtc. \
+         ! {enc} ! {payloader} \
+         ! application/x-rtp,media=video,encoding-name={codec},payload=96,clock-rate=90000 ! webrtc. \
          {asrc} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1 \
          ! volume name=mic \
          ! opusenc inband-fec=true packet-loss-percentage=10 bitrate=32000 frame-size=20 \
@@ -51,9 +52,21 @@ pub fn description(settings: &MediaSettings) -> String {
         fps = v.framerate,
         name = escape(&settings.room_name),
         enc = settings.encoder.launch_fragment(),
-        h264caps = H264_CAPS,
+        payloader = video_payloader(codec),
+        codec = codec.encoding_name(),
         asrc = a.source.launch_fragment(),
     )
+}
+
+/// From the encoder's output to RTP packets of `codec`.
+fn video_payloader(codec: Codec) -> String {
+    match codec {
+        Codec::H264 => format!(
+            "{H264_CAPS} ! h264parse \
+             ! rtph264pay config-interval=-1 aggregate-mode=zero-latency mtu=1200 pt=96"
+        ),
+        Codec::Vp8 => "rtpvp8pay mtu=1200 picture-id-mode=15-bit pt=96".to_string(),
+    }
 }
 
 fn now_ms() -> u64 {
