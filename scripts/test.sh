@@ -10,3 +10,10 @@ export RUST_BACKTRACE=1
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace -- --test-threads=2
+# aarch64: the daemon cross-builds with Debian's rustc-web against an arm64
+# sysroot and runs --version and a sim-board self-test under qemu-aarch64
+# (docs/cross-build.md). A debug build keeps CI short; the release build is
+# `bash scripts/cross/build-aarch64.sh`.
+export DIEMCAU_CROSS_PROFILE="${DIEMCAU_CROSS_PROFILE:-debug}"
+bash scripts/cross/build-aarch64.sh
+bash scripts/cross/test-aarch64.sh
