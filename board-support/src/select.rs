@@ -458,6 +458,33 @@ mod tests {
     }
 
     #[test]
+    fn rpi5_is_detected_and_encodes_in_software_by_design() {
+        let d = detect(&fixture_root("boards/rpi5-model-b"), None).unwrap();
+        assert_eq!(d.profile.name, "rpi5");
+        // The Pi OS registry has v4l2h264enc, but the Pi 5 has no H.264
+        // block: its profile never asks for it, so x264 is no fallback.
+        let devs = DeviceList::new(["/dev/dri/card1"]);
+        let s = d.select(&inspect("rpi4-bookworm"), &devs).unwrap();
+        assert_eq!(s.encoder.chosen.element, "x264enc");
+        assert!(!s.encoder.is_fallback(), "{:?}", s.reasons());
+        assert_eq!(s.encoder.chosen.properties["speed-preset"], "veryfast");
+        assert_eq!(s.decoder.chosen.element, "avdec_h264");
+        assert_eq!(s.sink.chosen.element, "kmssink");
+        assert!(s.software_encoding());
+        // Without a DRM node (no HDMI driver loaded) the window sink is used.
+        let s = d
+            .select(&inspect("rpi4-bookworm"), &DeviceList::default())
+            .unwrap();
+        assert_eq!(s.sink.chosen.element, "autovideosink");
+        assert!(s.reasons()[2].contains("not found"), "{:?}", s.reasons());
+        // A GStreamer without x264 (not installed) takes openh264.
+        let no_x264 = ListRegistry::new(["openh264enc", "avdec_h264", "kmssink"]);
+        let s = d.select(&no_x264, &devs).unwrap();
+        assert_eq!(s.encoder.chosen.element, "openh264enc");
+        assert_eq!(s.encoder.skipped[0].reason, SkipReason::NoElement);
+    }
+
+    #[test]
     fn rpi4_profile_on_a_plain_debian_gstreamer_uses_software() {
         let p = builtin("rpi4").unwrap();
         let s = select(
