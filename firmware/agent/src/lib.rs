@@ -191,6 +191,9 @@ struct Inner {
     tx: mpsc::Sender<AgentEvent>,
     wake: Notify,
     refetch: Notify,
+    /// Ops answered again after being unreachable: the push stream should
+    /// reconnect now rather than at the end of its backoff.
+    reconnect: Notify,
     started: Instant,
     stop: watch::Sender<bool>,
     clock: Mutex<Option<OpsClient>>,
@@ -263,6 +266,7 @@ impl Agent {
             tx,
             wake: Notify::new(),
             refetch: Notify::new(),
+            reconnect: Notify::new(),
             started: Instant::now(),
             stop,
             clock: Mutex::new(None),
@@ -378,6 +382,9 @@ impl Agent {
         };
         if prev != Some(ok) {
             tracing::info!(reachable = ok, "district server reachability changed");
+            if ok && prev == Some(false) {
+                self.inner.reconnect.notify_one();
+            }
             self.emit(AgentEvent::OpsReachable(ok));
             if prev.is_some() {
                 let kind = if ok {
@@ -748,10 +755,19 @@ impl Agent {
             if opened.elapsed() > Duration::from_secs(10) {
                 backoff = Duration::from_millis(500);
             }
-            if self.sleep_or_stop(backoff).await {
+            let mut stop = self.inner.stop.subscribe();
+            if *stop.borrow() {
                 return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                // A heartbeat got through after an outage: ops is back, so
+                // is "convene now" (else it waits up to 30 s of backoff).
+                _ = self.inner.reconnect.notified() => backoff = Duration::from_millis(500),
+                _ = stop.changed() => return,
+            }
         }
     }
 }

@@ -290,6 +290,44 @@ async fn ops_down_at_scheduled_start_room_still_joins_and_reports_later() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_stream_is_back_soon_after_ops_returns() {
+    let mut ops = Ops::start().await;
+    let mut dev =
+        Device::start(ops.device_config("pb", &ops.token(1, Some("xa-a")).await, None)).await;
+    let id = dev.wait_enrolled(&ops).await;
+    ops.stop().await;
+    dev.wait_for(5, "ops unreachable", |e| {
+        *e == AgentEvent::OpsReachable(false)
+    })
+    .await;
+    // Long enough for the push stream's backoff to grow to 8 s (its next
+    // try would be about 6 s after the restart).
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    ops.restart().await;
+    dev.wait_for(5, "ops reachable", |e| *e == AgentEvent::OpsReachable(true))
+        .await;
+    eventually(3, "push stream reconnected", || async {
+        ops.server
+            .as_ref()
+            .is_some_and(|s| s.state.push.is_connected(&id))
+            .then_some(())
+    })
+    .await;
+    let r = ops
+        .post(
+            "/api/v1/admin/convene",
+            json!({"title": "Họp khẩn", "communes": ["xa-a"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let resp: Value = r.json().await.expect("convene json");
+    assert_eq!(resp["notified_devices"], 1);
+    dev.wait_for(3, "convene", |e| matches!(e, AgentEvent::Convene(_)))
+        .await;
+    dev.agent.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_device_is_refused_at_once() {
     let ops = Ops::start().await;
     let cfg = ops.device_config("rev", &ops.token(1, Some("xa-a")).await, None);
