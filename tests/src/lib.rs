@@ -20,6 +20,7 @@ use anyhow::{Context, Result, bail};
 pub use diemcau_daemon::ctl::{Command as CtlCommand, Status};
 
 pub mod netlab;
+pub mod ops;
 
 /// Address Janus listens on inside the test namespace.
 pub const JANUS_IP: &str = "127.0.0.2";
@@ -88,18 +89,35 @@ pub struct Janus {
     child: Option<Child>,
     dir: PathBuf,
     pub ws_url: String,
+    /// The HTTP API (`http://127.0.0.2:8088/janus`), when started with
+    /// [`Janus::start_with_http`]: what `diemcau-ops` creates rooms through.
+    pub http_url: Option<String>,
     starts: u32,
 }
+
+/// Port of Janus's HTTP API in the test namespace.
+pub const JANUS_HTTP_PORT: u16 = 8088;
 
 impl Janus {
     /// Writes a configuration into `dir` with the given rooms and starts Janus.
     pub fn start(dir: &Path, rooms: &[JanusRoom]) -> Result<Janus> {
+        Self::start_inner(dir, rooms, false)
+    }
+
+    /// Like [`Janus::start`], with the HTTP API also on (on 127.0.0.2 in the
+    /// test namespace), so a district server can create rooms.
+    pub fn start_with_http(dir: &Path, rooms: &[JanusRoom]) -> Result<Janus> {
+        Self::start_inner(dir, rooms, true)
+    }
+
+    fn start_inner(dir: &Path, rooms: &[JanusRoom], http: bool) -> Result<Janus> {
         fs::create_dir_all(dir)?;
-        write_janus_config(dir, rooms)?;
+        write_janus_config(dir, rooms, http)?;
         let mut j = Janus {
             child: None,
             dir: dir.to_path_buf(),
             ws_url: format!("ws://{JANUS_IP}:8188/"),
+            http_url: http.then(|| format!("http://{JANUS_IP}:{JANUS_HTTP_PORT}/janus")),
             starts: 0,
         };
         j.spawn()?;
@@ -138,6 +156,16 @@ impl Janus {
         self.child = Some(child);
         rx.recv_timeout(Duration::from_secs(10))
             .context("janus did not start its WebSocket server within 10 s")?;
+        if self.http_url.is_some() {
+            let addr = format!("{JANUS_IP}:{JANUS_HTTP_PORT}");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while ops::http(&addr, "GET", "/janus/info", &[], None).is_err() {
+                if Instant::now() > deadline {
+                    bail!("janus did not answer on its HTTP API within 10 s");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         Ok(())
     }
 
@@ -162,7 +190,7 @@ impl Drop for Janus {
     }
 }
 
-fn write_janus_config(dir: &Path, rooms: &[JanusRoom]) -> Result<()> {
+fn write_janus_config(dir: &Path, rooms: &[JanusRoom], http: bool) -> Result<()> {
     let unused_plugins = [
         "audiobridge",
         "duktape",
@@ -179,6 +207,11 @@ fn write_janus_config(dir: &Path, rooms: &[JanusRoom]) -> Result<()> {
     .map(|p| format!("libjanus_{p}.so"))
     .join(",");
     let admin = format!("{:x}", std::process::id() as u64 * 0x9E37_79B9 + 17);
+    let transports_off = if http {
+        "libjanus_pfunix.so,libjanus_mqtt.so,libjanus_nanomsg.so,libjanus_rabbitmq.so"
+    } else {
+        "libjanus_pfunix.so,libjanus_mqtt.so,libjanus_nanomsg.so,libjanus_rabbitmq.so,libjanus_http.so"
+    };
     fs::write(
         dir.join("janus.jcfg"),
         format!(
@@ -205,7 +238,7 @@ plugins: {{
 	disable = "{unused_plugins}"
 }}
 transports: {{
-	disable = "libjanus_pfunix.so,libjanus_mqtt.so,libjanus_nanomsg.so,libjanus_rabbitmq.so,libjanus_http.so"
+	disable = "{transports_off}"
 }}
 loggers: {{
 	disable = "libjanus_jsonlog.so"
@@ -224,6 +257,14 @@ events: {{
             "general: {{\n\tjson = \"compact\"\n\tws = true\n\tws_port = 8188\n\tws_ip = \"{JANUS_IP}\"\n\twss = false\n}}\nadmin: {{\n\tadmin_ws = false\n\tadmin_wss = false\n}}\n"
         ),
     )?;
+    if http {
+        fs::write(
+            dir.join("janus.transport.http.jcfg"),
+            format!(
+                "general: {{\n\tjson = \"compact\"\n\tbase_path = \"/janus\"\n\thttp = true\n\tport = {JANUS_HTTP_PORT}\n\tip = \"{JANUS_IP}\"\n\thttps = false\n}}\nadmin: {{\n\tadmin_http = false\n\tadmin_https = false\n}}\n"
+            ),
+        )?;
+    }
     let mut vr = String::from("general: {\n}\n");
     for r in rooms {
         vr.push_str(&format!(
@@ -270,6 +311,7 @@ impl RoomSpec {
 }
 
 static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+static BUILT_OPS: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
 
 /// The `diemcau` binary of this workspace, built (once per process) with
 /// the same profile as the running test or benchmark, or `$DIEMCAU_BIN`.
@@ -278,12 +320,24 @@ pub fn daemon_binary() -> Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     BUILT
-        .get_or_init(|| build_daemon().map_err(|e| format!("{e:#}")))
+        .get_or_init(|| build_binary("diemcau", "diemcau").map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(|e| anyhow::anyhow!(e))
 }
 
-fn build_daemon() -> Result<PathBuf> {
+/// The `diemcau-ops` binary of this workspace, built like
+/// [`daemon_binary`], or `$DIEMCAU_OPS_BIN`.
+pub fn ops_binary() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("DIEMCAU_OPS_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    BUILT_OPS
+        .get_or_init(|| build_binary("diemcau-ops", "diemcau-ops").map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+fn build_binary(package: &str, name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let mut dir = exe.parent().context("test binary has no folder")?;
     if dir.ends_with("deps") {
@@ -292,7 +346,7 @@ fn build_daemon() -> Result<PathBuf> {
     let release = dir.ends_with("release");
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-    cmd.args(["build", "--quiet", "-p", "diemcau", "--bin", "diemcau"])
+    cmd.args(["build", "--quiet", "-p", package, "--bin", name])
         .arg("--manifest-path")
         .arg(&manifest);
     if release {
@@ -301,11 +355,34 @@ fn build_daemon() -> Result<PathBuf> {
     if let Some(target) = dir.parent() {
         cmd.env("CARGO_TARGET_DIR", target);
     }
-    let st = cmd.status().context("cannot run cargo to build diemcau")?;
-    if !st.success() {
-        bail!("building diemcau failed");
+    // What cargo sets for the running test must not reach the inner build:
+    // build scripts that watch these (ring watches CARGO_MANIFEST_DIR) would
+    // see them change and rebuild half the workspace on every outer build.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_EXE_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&k.as_ref())
+        {
+            cmd.env_remove(k.as_ref());
+        }
     }
-    let bin = dir.join("diemcau");
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot run cargo to build {name}"))?;
+    if !st.success() {
+        bail!("building {name} failed");
+    }
+    let bin = dir.join(name);
     if !bin.exists() {
         bail!("{} does not exist after building", bin.display());
     }
