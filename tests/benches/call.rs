@@ -27,23 +27,6 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn clk_tck() -> f64 {
-    // Linux reports process times in clock ticks; USER_HZ is 100 on every
-    // architecture we ship.
-    100.0
-}
-
-/// User + system CPU seconds of `pid` so far.
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').context("bad stat")?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields after the command: state(0) ... utime(11) stime(12) cutime(13) cstime(14).
-    let ut: f64 = f.get(11).context("utime")?.parse()?;
-    let st: f64 = f.get(12).context("stime")?.parse()?;
-    Ok((ut + st) / clk_tck())
-}
-
 fn median(v: &mut [u64]) -> u64 {
     v.sort_unstable();
     v[v.len() / 2]

@@ -268,7 +268,7 @@ events: {{
     let mut vr = String::from("general: {\n}\n");
     for r in rooms {
         vr.push_str(&format!(
-            "room-{id}: {{\n\tdescription = \"diemcau test room {id}\"\n\tpublishers = 64\n\tbitrate = 2000000\n\tfir_freq = 5\n\tvideocodec = \"h264\"\n\taudiocodec = \"opus\"\n\tnotify_joining = true\n{pin}}}\n",
+            "room-{id}: {{\n\tdescription = \"diemcau test room {id}\"\n\tpublishers = 64\n\tbitrate = 2000000\n\tfir_freq = 5\n\tvideocodec = \"h264,vp8\"\n\taudiocodec = \"opus\"\n\tnotify_joining = true\n{pin}}}\n",
             id = r.id,
             pin = r
                 .pin
@@ -563,4 +563,16 @@ pub fn tail(s: &str, n: usize) -> String {
 /// The peer called `name` in `s`, if present.
 pub fn peer<'a>(s: &'a Status, name: &str) -> Option<&'a diemcau_daemon::ctl::PeerStatus> {
     s.peers.iter().find(|p| p.name == name)
+}
+
+/// User + system CPU seconds that process `pid` has used so far.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("bad /proc stat")?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields after the command: state(0) ... utime(11) stime(12).
+    let ut: f64 = f.get(11).context("utime")?.parse()?;
+    let st: f64 = f.get(12).context("stime")?.parse()?;
+    // Clock ticks: USER_HZ is 100 on every architecture we ship.
+    Ok((ut + st) / 100.0)
 }
