@@ -16,6 +16,9 @@
 //! - [`camera`]: V4L2 camera discovery (ioctl driver and sysfs) and the pure
 //!   choice of capture mode.
 //! - [`audio`]: ALSA speakerphone discovery from `/proc/asound`.
+//! - [`device`]: the camera and microphone as [`device::DeviceSource`]s
+//!   (is it plugged in, and the GStreamer source for it): V4L2 and ALSA
+//!   for real boards, marker-file fakes for the sim board.
 //! - [`encoder`]: per-encoder knowledge (bitrate units, software or not).
 //!
 //! Every function that reads the system takes a root path, so tests run
@@ -24,6 +27,7 @@
 pub mod audio;
 pub mod camera;
 pub mod detect;
+pub mod device;
 pub mod encoder;
 pub mod profile;
 pub mod select;
@@ -36,3 +40,15 @@ pub use profile::{
     AudioProfile, BoardProfile, CameraProfile, DeviceRequirement, DmiPattern, ElementSpec,
     ProfileError, Unavailable, VideoProfile, builtin, builtin_all, builtin_names, parse_profile,
 };
+
+/// An error and all its causes on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
