@@ -11,7 +11,9 @@ use tokio::sync::{mpsc, oneshot};
 use diemcau_conference::janus::JanusClient;
 use diemcau_conference::{Feed, HandleId, RoomSettings, SignalError, SignalEvent, Signalling};
 use diemcau_core::{CallId, ConferenceEvent};
-use diemcau_media::{MediaError, MediaEvent, MediaSettings, Publisher, RtpStats, Subscriber};
+use diemcau_media::{
+    DeviceStatus, MediaError, MediaEvent, MediaSettings, Publisher, RtpStats, Subscriber,
+};
 
 use crate::ctl::PeerStatus;
 
@@ -29,6 +31,9 @@ pub struct CallStatus {
     pub peers: Vec<PeerStatus>,
     pub send: RtpStats,
     pub send_bitrate_kbps: f64,
+    /// What our camera and microphone are doing (the publisher's feeds).
+    pub camera: Option<DeviceStatus>,
+    pub microphone: Option<DeviceStatus>,
 }
 
 /// A running call task.
@@ -279,10 +284,13 @@ async fn session(
                     });
                 }
                 peers.sort_by_key(|p| p.id);
+                let (camera, microphone) = publisher.devices();
                 *status.lock().unwrap_or_else(|e| e.into_inner()) = CallStatus {
                     peers,
                     send,
                     send_bitrate_kbps: send_kbps,
+                    camera: Some(camera),
+                    microphone: Some(microphone),
                 };
             }
         }

@@ -19,7 +19,11 @@
 //! png_dir = "/var/lib/diemcau/frames"
 //! audio_out = "device"              # "device" | "none"
 //! stamp_frames = false              # draw time stamps for latency tests
-//!
+//! camera = "auto"                   # or pin one: "usb:046d:082d", "C920", "/dev/video2"
+//! microphone = "auto"               # or pin a sound card: "usb:0b0e:0412", "Jabra"
+//! sim_devices = "/run/diemcau/sim"  # sim board: its test camera (microphone) is
+//!                                   # plugged in while sim_devices/camera
+//!                                   # (sim_devices/microphone) exists
 //! [control]
 //! socket = "/run/diemcau/ctl.sock"
 //!
@@ -110,6 +114,9 @@ pub struct RawMedia {
     pub audio_out: Option<String>,
     pub stamp_frames: Option<bool>,
     pub encoder: Option<String>,
+    pub camera: Option<String>,
+    pub microphone: Option<String>,
+    pub sim_devices: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -137,6 +144,20 @@ pub struct DistrictConfig {
     pub heartbeat_secs: Option<u64>,
 }
 
+/// Which camera and microphone the room uses (`[media]` `camera`,
+/// `microphone`, `sim_devices`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DevicesConfig {
+    /// A camera named in config; `None`: the best one found.
+    pub camera: Option<diemcau_board::camera::CameraPin>,
+    /// A sound card named in config; `None`: the best one found.
+    pub microphone: Option<diemcau_board::audio::AudioPin>,
+    /// Sim board: the fake camera is plugged in while `sim_devices/camera`
+    /// exists, the fake microphone while `sim_devices/microphone` does.
+    /// `None`: both always there.
+    pub sim_devices: Option<PathBuf>,
+}
+
 pub const DEFAULT_PROVISIONING_FILE: &str = "/boot/firmware/diemcau-provision.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/diemcau";
 
@@ -158,6 +179,8 @@ pub struct Config {
     /// Use only this one of the board's encoders (benchmarks, a site
     /// whose hardware encoder misbehaves); `None`: the board's order.
     pub encoder: Option<String>,
+    /// Which camera and microphone to capture from.
+    pub devices: DevicesConfig,
     pub socket: PathBuf,
     pub district: Option<DistrictConfig>,
     pub hardware: HardwareConfig,
@@ -386,7 +409,45 @@ impl Config {
                 ));
             }
         };
+        let auto = |v: Option<String>| v.map(|v| v.trim().to_string()).filter(|v| v != "auto");
+        let camera = auto(raw.media.camera)
+            .map(|c| {
+                c.parse().map_err(|e: String| {
+                    invalid(
+                        "media.camera",
+                        "\"auto\", a device path, usb:VID:PID or part of the camera's name",
+                        e,
+                    )
+                })
+            })
+            .transpose()?;
+        let microphone = auto(raw.media.microphone)
+            .map(|c| {
+                c.parse().map_err(|e: String| {
+                    invalid(
+                        "media.microphone",
+                        "\"auto\", usb:VID:PID or part of the sound card's name",
+                        e,
+                    )
+                })
+            })
+            .transpose()?;
+        if let Some(d) = &raw.media.sim_devices
+            && !d.is_absolute()
+        {
+            return Err(invalid(
+                "media.sim_devices",
+                "an absolute folder path",
+                format!("{:?}", d.display()),
+            ));
+        }
+        let devices = DevicesConfig {
+            camera,
+            microphone,
+            sim_devices: raw.media.sim_devices,
+        };
         Ok(Config {
+            devices,
             district,
             hardware,
             room_name,
@@ -550,6 +611,38 @@ socket = "/tmp/x.sock"
         assert!(e.contains("room_id"), "{e}");
         let e = err("");
         assert!(e.contains("room"), "{e}");
+    }
+
+    #[test]
+    fn devices_are_auto_pinned_or_errors_naming_the_key() {
+        let c = Config::parse(Path::new("room.toml"), GOOD).expect("valid");
+        assert_eq!(c.devices, DevicesConfig::default());
+        let pinned = GOOD.replace(
+            "audio_out = \"none\"",
+            "audio_out = \"none\"\ncamera = \"usb:046d:082d\"\nmicrophone = \"Jabra\"\nsim_devices = \"/run/sim\"",
+        );
+        let c = Config::parse(Path::new("room.toml"), &pinned).expect("valid");
+        assert_eq!(c.devices.camera, Some("usb:046d:082d".parse().unwrap()));
+        assert_eq!(c.devices.microphone, Some("Jabra".parse().unwrap()));
+        assert_eq!(c.devices.sim_devices, Some(PathBuf::from("/run/sim")));
+        let auto = GOOD.replace(
+            "audio_out = \"none\"",
+            "audio_out = \"none\"\ncamera = \"auto\"\nmicrophone = \" auto \"",
+        );
+        let c = Config::parse(Path::new("room.toml"), &auto).expect("valid");
+        assert_eq!(c.devices, DevicesConfig::default());
+        for (line, key) in [
+            ("camera = \"usb:zz:1\"", "media.camera"),
+            ("camera = \"\"", "media.camera"),
+            ("microphone = \"usb:1\"", "media.microphone"),
+            ("sim_devices = \"relative\"", "media.sim_devices"),
+        ] {
+            let e = err(&GOOD.replace(
+                "audio_out = \"none\"",
+                &format!("audio_out = \"none\"\n{line}"),
+            ));
+            assert!(e.contains(key), "{line}: {e}");
+        }
     }
 
     #[test]

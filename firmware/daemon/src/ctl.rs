@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use diemcau_media::{ReceiveStats, RtpStats};
+use diemcau_media::{DeviceStatus, ReceiveStats, RtpStats};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -59,6 +59,12 @@ pub struct Status {
     pub send: RtpStats,
     pub send_bitrate_kbps: f64,
     pub uptime_s: u64,
+    /// Our camera: present or not, what is sent (picture or slate), errors.
+    #[serde(default)]
+    pub camera: Option<DeviceStatus>,
+    /// Our microphone: present or not, what is sent (sound or silence).
+    #[serde(default)]
+    pub microphone: Option<DeviceStatus>,
 }
 
 /// The room's view of the district server.
@@ -189,6 +195,30 @@ pub async fn request(path: &Path, cmd: Command) -> Result<Status, CtlError> {
     }
 }
 
+/// One line for a camera or microphone: `camera:   absent, sending slate
+/// (lost 1, back 0): /run/sim/camera is absent`.
+pub fn render_device(d: &DeviceStatus) -> String {
+    let state = serde_json::to_value(d.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let mut line = format!(
+        "{:<9} {state}, sending {}",
+        format!("{}:", d.kind),
+        d.sending
+    );
+    if let Some(dev) = &d.device {
+        line.push_str(&format!(", {dev}"));
+    }
+    if d.lost > 0 || d.returned > 0 {
+        line.push_str(&format!(" (lost {}, back {})", d.lost, d.returned));
+    }
+    if let Some(e) = &d.error {
+        line.push_str(&format!(": {e}"));
+    }
+    line
+}
+
 /// Human-readable status.
 pub fn render(s: &Status) -> String {
     use std::fmt::Write;
@@ -235,6 +265,9 @@ pub fn render(s: &Status) -> String {
             .map(|r| format!("{r:.0} ms"))
             .unwrap_or_else(|| "-".into())
     );
+    for d in [&s.camera, &s.microphone].into_iter().flatten() {
+        let _ = writeln!(o, "{}", render_device(d));
+    }
     let _ = writeln!(o, "peers:    {}", s.peers.len());
     for p in &s.peers {
         let m = &p.media;

@@ -6,6 +6,7 @@
 pub mod call;
 pub mod config;
 pub mod ctl;
+pub mod devices;
 pub mod district;
 pub mod hw;
 pub mod run;

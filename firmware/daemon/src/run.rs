@@ -89,7 +89,11 @@ pub fn board(cfg: &Config) -> Result<Board, StartError> {
 
 /// Builds the call settings from the config and the board.
 pub fn call_config(cfg: &Config, board: Board) -> CallConfig {
-    let Board { profile, selection } = board;
+    let Board {
+        mut profile,
+        selection,
+    } = board;
+    let (camera, microphone) = crate::devices::sources(&cfg.devices, &mut profile);
     let video_out = match &cfg.video_out {
         VideoOutConfig::Window => VideoOut::Sink(selection.sink.chosen.clone()),
         VideoOutConfig::Png { dir, every_secs } => VideoOut::Png {
@@ -113,6 +117,8 @@ pub fn call_config(cfg: &Config, board: Board) -> CallConfig {
             stamp_frames: cfg.stamp_frames,
             video_out,
             audio_out,
+            camera,
+            microphone,
         },
         janus_url: cfg.janus_url.clone(),
         room: RoomSettings {
@@ -141,6 +147,7 @@ pub fn self_test(
         audio_out_device: false,
         stamp_frames: false,
         encoder: None,
+        devices: Default::default(),
         district: None,
         socket: Default::default(),
         hardware: Default::default(),
@@ -302,7 +309,9 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         }
         if let Some(reply) = status_reply {
             let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let devices = (s.camera.clone(), s.microphone.clone());
             let mut st = build_status(&room, &cfg, &board, &encoder, s, started);
+            (st.camera, st.microphone) = crate::devices::status(&call_cfg.media, devices);
             st.district = district.as_ref().map(|d| d.status());
             let _ = reply.send(st);
         }
@@ -383,6 +392,8 @@ fn build_status(
         send: call.send,
         send_bitrate_kbps: call.send_bitrate_kbps,
         uptime_s: started.elapsed().as_secs(),
+        camera: None,
+        microphone: None,
     }
 }
 

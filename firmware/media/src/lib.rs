@@ -14,6 +14,7 @@
 //! the process creates.
 
 pub mod adapt;
+pub mod feed;
 mod ice;
 pub mod publisher;
 pub mod screen;
@@ -24,9 +25,12 @@ pub mod subscriber;
 mod webrtc;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use diemcau_board::device::DeviceSource;
 use diemcau_board::{BoardProfile, ElementSpec};
 
+pub use feed::{DeviceState, DeviceStatus};
 pub use publisher::Publisher;
 pub use stats::{ReceiveStats, RtpStats};
 pub use subscriber::Subscriber;
@@ -80,6 +84,11 @@ pub struct MediaSettings {
     pub stamp_frames: bool,
     pub video_out: VideoOut,
     pub audio_out: AudioOut,
+    /// Where our picture comes from (V4L2, or the sim board's fake); while
+    /// it is away the publisher sends a "camera unavailable" slate.
+    pub camera: Arc<dyn DeviceSource>,
+    /// Where our sound comes from (ALSA, or the fake); silence while away.
+    pub microphone: Arc<dyn DeviceSource>,
 }
 
 /// Initialises GStreamer once per process and turns libnice's UPnP off.

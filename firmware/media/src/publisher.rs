@@ -19,6 +19,8 @@ pub const H264_CAPS: &str = "video/x-h264,profile=constrained-baseline,stream-fo
 pub struct Publisher {
     pipeline: gst::Pipeline,
     webrtc: gst::Element,
+    /// Camera and microphone, feeding the `camera` and `microphone` appsrcs.
+    feeds: crate::feed::Feeds,
 }
 
 impl Drop for Publisher {
@@ -31,7 +33,6 @@ impl Drop for Publisher {
 pub fn description(settings: &MediaSettings) -> String {
     let v = &settings.profile.video;
     let codec = diemcau_board::encoder::codec(&settings.encoder.element);
-    let a = &settings.profile.audio;
     format!(
         "webrtcbin name=webrtc \
          {vsrc} ! videoconvert ! videoscale ! videorate \
@@ -46,7 +47,7 @@ pub fn description(settings: &MediaSettings) -> String {
          ! opusenc inband-fec=true packet-loss-percentage=10 bitrate=32000 frame-size=20 \
          ! rtpopuspay pt=111 \
          ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000 ! webrtc.",
-        vsrc = v.source.launch_fragment(),
+        vsrc = crate::feed::video_appsrc(settings),
         w = v.width,
         h = v.height,
         fps = v.framerate,
@@ -54,7 +55,7 @@ pub fn description(settings: &MediaSettings) -> String {
         enc = settings.encoder.launch_fragment(),
         payloader = video_payloader(codec),
         codec = codec.encoding_name(),
-        asrc = a.source.launch_fragment(),
+        asrc = crate::feed::audio_appsrc(),
     )
 }
 
@@ -121,7 +122,14 @@ impl Publisher {
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| MediaError::Pipeline(format!("publisher does not start: {e}")))?;
-        Ok(Publisher { pipeline, webrtc })
+        let feeds = crate::feed::Feeds::start(&pipeline, settings).inspect_err(|_| {
+            let _ = pipeline.set_state(gst::State::Null);
+        })?;
+        Ok(Publisher {
+            pipeline,
+            webrtc,
+            feeds,
+        })
     }
 
     /// Creates the SDP offer for the server, once the encoders have
@@ -165,6 +173,11 @@ impl Publisher {
         if let Some(v) = self.pipeline.by_name("mic") {
             v.set_property("mute", muted);
         }
+    }
+
+    /// What the camera and the microphone are doing.
+    pub fn devices(&self) -> (crate::DeviceStatus, crate::DeviceStatus) {
+        (self.feeds.camera.status(), self.feeds.microphone.status())
     }
 
     pub async fn stats(&self) -> Result<crate::stats::RtpStats, MediaError> {
