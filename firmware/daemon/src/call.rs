@@ -281,6 +281,7 @@ async fn session(
                         media: s.pipeline.counters().snapshot(now),
                         rtp: s.rtp.clone(),
                         bitrate_kbps: s.bitrate_kbps,
+                        picture: s.pipeline.picture(),
                     });
                 }
                 peers.sort_by_key(|p| p.id);

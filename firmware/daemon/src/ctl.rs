@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use diemcau_media::{DeviceStatus, ReceiveStats, RtpStats};
+use diemcau_media::{DeviceStatus, PictureStats, ReceiveStats, RtpStats};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -36,6 +36,10 @@ pub struct PeerStatus {
     pub rtp: RtpStats,
     /// Received bitrate, kbit/s, over the last stats interval.
     pub bitrate_kbps: f64,
+    /// Brightness of the received picture and when it last cut (camera to
+    /// slate and back).
+    #[serde(default)]
+    pub picture: PictureStats,
 }
 
 /// What `diemcau ctl status` shows.

@@ -374,6 +374,7 @@ fn build_status(
                     media: Default::default(),
                     rtp: Default::default(),
                     bitrate_kbps: 0.0,
+                    picture: Default::default(),
                 })
         })
         .collect();

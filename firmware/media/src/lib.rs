@@ -16,6 +16,7 @@
 pub mod adapt;
 pub mod feed;
 mod ice;
+pub mod picture;
 pub mod publisher;
 pub mod screen;
 pub mod selftest;
@@ -31,6 +32,7 @@ use diemcau_board::device::DeviceSource;
 use diemcau_board::{BoardProfile, ElementSpec};
 
 pub use feed::{DeviceState, DeviceStatus};
+pub use picture::PictureStats;
 pub use publisher::Publisher;
 pub use stats::{ReceiveStats, RtpStats};
 pub use subscriber::Subscriber;

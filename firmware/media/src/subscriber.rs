@@ -10,6 +10,7 @@ use gst_video::prelude::*;
 use gst_webrtc::WebRTCSDPType;
 use tokio::sync::mpsc;
 
+use crate::picture::{PictureMeter, PictureStats};
 use crate::stats::{ReceiveCounters, rms_dbfs};
 use crate::webrtc::{self, MediaEvent};
 use crate::{AudioOut, MediaError, MediaSettings, VideoOut, stamp};
@@ -19,6 +20,7 @@ pub struct Subscriber {
     pipeline: gst::Pipeline,
     webrtc: gst::Element,
     counters: Arc<ReceiveCounters>,
+    picture: Arc<PictureMeter>,
 }
 
 impl Drop for Subscriber {
@@ -54,6 +56,8 @@ impl Subscriber {
         webrtc::watch_bus(&pipeline, "subscriber", events.clone());
 
         let counters = Arc::new(ReceiveCounters::default());
+        let picture = Arc::new(PictureMeter::default());
+        let pic = picture.clone();
         let video_chain = video_chain(settings, peer_name);
         let audio_chain = audio_chain(&settings.audio_out);
         let decoder = settings.decoder.launch_fragment();
@@ -90,7 +94,7 @@ impl Subscriber {
                     "fakesink sync=false async=false".to_string()
                 }
             };
-            if let Err(e) = link_chain(&pipeline, pad, &desc, &c) {
+            if let Err(e) = link_chain(&pipeline, pad, &desc, &c, &pic) {
                 let _ = events.send(MediaEvent::Failed(format!("receiving {media}: {e}")));
             }
         });
@@ -101,6 +105,7 @@ impl Subscriber {
             pipeline,
             webrtc,
             counters,
+            picture,
         })
     }
 
@@ -116,6 +121,11 @@ impl Subscriber {
 
     pub fn counters(&self) -> &Arc<ReceiveCounters> {
         &self.counters
+    }
+
+    /// Brightness of the received picture and when it last cut.
+    pub fn picture(&self) -> PictureStats {
+        self.picture.snapshot()
     }
 
     pub async fn stats(&self) -> Result<crate::stats::RtpStats, MediaError> {
@@ -158,6 +168,7 @@ fn link_chain(
     pad: &gst::Pad,
     desc: &str,
     counters: &Arc<ReceiveCounters>,
+    picture: &Arc<PictureMeter>,
 ) -> Result<(), MediaError> {
     let bin = gst::parse::bin_from_description(desc, true)
         .map_err(|e| MediaError::Pipeline(e.to_string()))?;
@@ -166,8 +177,9 @@ fn link_chain(
         .map_err(|e| MediaError::Pipeline(e.to_string()))?;
     if let Some(p) = bin.by_name("vprobe").and_then(|e| e.static_pad("src")) {
         let c = counters.clone();
+        let pic = picture.clone();
         p.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-            read_video(pad, info, &c);
+            read_video(pad, info, &c, &pic);
             gst::PadProbeReturn::Ok
         });
     }
@@ -190,7 +202,12 @@ fn link_chain(
     Ok(())
 }
 
-fn read_video(pad: &gst::Pad, info: &gst::PadProbeInfo, counters: &ReceiveCounters) {
+fn read_video(
+    pad: &gst::Pad,
+    info: &gst::PadProbeInfo,
+    counters: &ReceiveCounters,
+    picture: &PictureMeter,
+) {
     let now = Instant::now();
     let Some(buffer) = info.buffer() else { return };
     let Some(caps) = pad.current_caps() else {
@@ -205,6 +222,7 @@ fn read_video(pad: &gst::Pad, info: &gst::PadProbeInfo, counters: &ReceiveCounte
         .and_then(|frame| {
             let stride = frame.plane_stride()[0].max(0) as usize;
             let y = frame.plane_data(0).ok()?;
+            picture.frame(y, w as usize, h as usize, stride);
             stamp::read(y, w as usize, h as usize, stride)
         })
         .map(|s| {
