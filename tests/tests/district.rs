@@ -46,8 +46,20 @@ impl District {
     /// A room daemon provisioned for `commune` (URL + claim token), with
     /// no conference of its own in use: it only ever joins what ops sends.
     fn room(&self, name: &str, commune: &str) -> Result<(Daemon, Provisioned, RoomSpec)> {
+        self.room_with(name, commune, "none")
+    }
+
+    /// [`District::room`] with `video_out` (e.g. "screen-png": the room
+    /// screen, written to `frames/screen.png` every second).
+    fn room_with(
+        &self,
+        name: &str,
+        commune: &str,
+        video_out: &str,
+    ) -> Result<(Daemon, Provisioned, RoomSpec)> {
         let p = self.ops.provision(self.dir.path(), name, commune)?;
         let mut spec = RoomSpec::new(name, &self.janus, &JanusRoom { id: 1, pin: None });
+        spec.video_out = video_out.into();
         spec.extra_media = p.config.clone();
         let d = Daemon::start(self.dir.path(), &spec)?;
         Ok((d, p, spec))
@@ -250,13 +262,24 @@ fn enrol_schedule_and_both_rooms_join_by_themselves() -> Result<()> {
 fn convene_now_both_rooms_in_call_within_5s() -> Result<()> {
     let _one = one_at_a_time();
     let d = district("district-convene")?;
-    let (a, _, _) = d.room(A, XA_A)?;
+    // Room A drives its screen (to a PNG: no display here).
+    let (a, _, _) = d.room_with(A, XA_A, "screen-png")?;
     let (b, _, _) = d.room(B, XA_B)?;
     let ida = enrolled(&a, &d.ops)?;
     let idb = enrolled(&b, &d.ops)?;
     for r in [&a, &b] {
         ensure!(r.status()?.state == "idle");
     }
+    a.wait_for("the idle screen", Duration::from_secs(5), |s| {
+        s.screen.as_deref() == Some("idle")
+    })?;
+    let png = a
+        .config
+        .parent()
+        .context("room folder")?
+        .join("frames/screen.png");
+    let size = png_size(&png)?;
+    ensure!(size == (1280, 720), "screen.png is {size:?}");
 
     let clicked = Instant::now();
     let resp = d
@@ -269,12 +292,22 @@ fn convene_now_both_rooms_in_call_within_5s() -> Result<()> {
         .as_str()
         .context("meeting id")?
         .to_string();
+    // The incoming-meeting screen comes up as soon as the call arrives,
+    // while the room joins.
+    a.wait_for("the incoming-meeting screen", Duration::from_secs(5), |s| {
+        s.screen.as_deref() == Some("incoming")
+    })?;
+    println!("incoming screen after {:?}", clicked.elapsed());
     let at = until_all(
         &[&a, &b],
         "in the urgent meeting",
         Duration::from_secs(15),
         |s| in_meeting(s, &mid),
     )?;
+    // The in-call screen follows the 3 s incoming-meeting screen.
+    a.wait_for("the in-call screen", Duration::from_secs(6), |s| {
+        s.screen.as_deref() == Some("in_call")
+    })?;
     let took: Vec<Duration> = at.iter().map(|(t, _)| *t - clicked).collect();
     let worst = took.iter().max().copied().unwrap_or_default();
     println!(
@@ -481,4 +514,15 @@ fn a_revoked_device_is_refused() -> Result<()> {
     ensure!(same_serial == 1, "no second identity: {same_serial}");
     ensure!(a2.status()?.state == "idle");
     clean_and_unasked(&a2)
+}
+
+/// Width and height from a PNG file's header.
+fn png_size(path: &std::path::Path) -> Result<(u32, u32)> {
+    let b = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    ensure!(
+        b.len() > 24 && b.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "not a PNG"
+    );
+    let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    Ok((be(16), be(20)))
 }

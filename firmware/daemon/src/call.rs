@@ -315,6 +315,7 @@ async fn subscribe(
         tracing::debug!(%call, sdp = %offer, "subscriber offer");
         let pipeline = Subscriber::start(
             &cfg.media,
+            feed.id,
             &feed.display,
             tagged(mtx.clone(), Tag::Subscriber(feed.id)),
         )?;

@@ -24,6 +24,7 @@
 //! sim_devices = "/run/diemcau/sim"  # sim board: its test camera (microphone) is
 //!                                   # plugged in while sim_devices/camera
 //!                                   # (sim_devices/microphone) exists
+//!
 //! [control]
 //! socket = "/run/diemcau/ctl.sock"
 //!
@@ -87,6 +88,8 @@ pub struct RawDistrict {
 #[serde(deny_unknown_fields)]
 pub struct RawRoom {
     pub name: String,
+    /// Minutes east of UTC for the screen's clock (Vietnam: 420).
+    pub utc_offset_minutes: Option<i64>,
     #[serde(default = "default_board")]
     pub board: String,
 }
@@ -129,8 +132,17 @@ pub struct RawControl {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VideoOutConfig {
     Window,
-    Png { dir: PathBuf, every_secs: u32 },
+    Png {
+        dir: PathBuf,
+        every_secs: u32,
+    },
     None,
+    /// The room screen (idle, joining, incoming, in call, error) on the
+    /// board's display; with `png`, no display: the screen is written to
+    /// that file every `every_secs` instead.
+    Screen {
+        png: Option<(PathBuf, u32)>,
+    },
 }
 
 /// How the room talks to the district server.
@@ -176,6 +188,8 @@ pub struct Config {
     /// Draw a machine-readable time stamp into the top rows of our picture,
     /// so receivers can measure glass-to-glass latency (tests, benchmarks).
     pub stamp_frames: bool,
+    /// The screen clock's time zone, minutes east of UTC.
+    pub utc_offset_min: i32,
     /// Use only this one of the board's encoders (benchmarks, a site
     /// whose hardware encoder misbehaves); `None`: the board's order.
     pub encoder: Option<String>,
@@ -321,6 +335,17 @@ impl Config {
         let video_out = match raw.media.video_out.as_deref().unwrap_or("window") {
             "window" => VideoOutConfig::Window,
             "none" => VideoOutConfig::None,
+            "screen" => VideoOutConfig::Screen { png: None },
+            "screen-png" => VideoOutConfig::Screen {
+                png: Some((
+                    raw.media
+                        .png_dir
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from("/var/lib/diemcau/frames"))
+                        .join("screen.png"),
+                    every_secs,
+                )),
+            },
             "png" => VideoOutConfig::Png {
                 dir: raw
                     .media
@@ -331,7 +356,7 @@ impl Config {
             other => {
                 return Err(invalid(
                     "media.video_out",
-                    "\"window\", \"png\" or \"none\"",
+                    "\"screen\", \"screen-png\", \"window\", \"png\" or \"none\"",
                     format!("{other:?}"),
                 ));
             }
@@ -391,6 +416,17 @@ impl Config {
             }
         };
         let hardware = validate_hardware(&invalid, raw.hardware)?;
+        let offset = raw.room.utc_offset_minutes.unwrap_or(420);
+        let utc_offset_min = i32::try_from(offset)
+            .ok()
+            .filter(|o| (-720..=840).contains(o))
+            .ok_or_else(|| {
+                invalid(
+                    "room.utc_offset_minutes",
+                    "-720 to 840 minutes east of UTC (Vietnam: 420)",
+                    offset.to_string(),
+                )
+            })?;
         let encoder = match raw.media.encoder.as_deref().map(str::trim) {
             None => None,
             Some(e)
@@ -460,6 +496,7 @@ impl Config {
             video_out,
             audio_out_device,
             stamp_frames: raw.media.stamp_frames.unwrap_or(false),
+            utc_offset_min,
             encoder,
             socket: raw
                 .control

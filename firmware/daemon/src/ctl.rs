@@ -28,7 +28,7 @@ pub struct Request {
 }
 
 /// A remote bridge point as shown in status.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct PeerStatus {
     pub id: u64,
     pub name: String,
@@ -69,6 +69,10 @@ pub struct Status {
     /// Our microphone: present or not, what is sent (sound or silence).
     #[serde(default)]
     pub microphone: Option<DeviceStatus>,
+    /// The screen shown on the display (idle, joining, incoming, in_call,
+    /// error), when the room drives one.
+    #[serde(default)]
+    pub screen: Option<String>,
 }
 
 /// The room's view of the district server.

@@ -10,6 +10,7 @@ pub mod devices;
 pub mod district;
 pub mod hw;
 pub mod run;
+pub mod screen;
 
 /// An error and all its causes on one line, for logs.
 pub fn chain(e: &dyn std::error::Error) -> String {

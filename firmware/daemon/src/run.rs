@@ -101,6 +101,7 @@ pub fn call_config(cfg: &Config, board: Board) -> CallConfig {
             every_secs: *every_secs,
         },
         VideoOutConfig::None => VideoOut::Discard,
+        VideoOutConfig::Screen { .. } => VideoOut::Screen,
     };
     let audio_out = if cfg.audio_out_device {
         AudioOut::Sink(profile.audio.sink.clone())
@@ -146,6 +147,7 @@ pub fn self_test(
         video_out: VideoOutConfig::None,
         audio_out_device: false,
         stamp_frames: false,
+        utc_offset_min: 420,
         encoder: None,
         devices: Default::default(),
         district: None,
@@ -162,6 +164,23 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     diemcau_media::init()?;
     let board = board(&cfg)?;
     let encoder = board.selection.encoder.chosen.element.clone();
+    let screen_out = match &cfg.video_out {
+        VideoOutConfig::Screen { png: None } => Some(crate::screen::Output::Display(
+            board.selection.sink.chosen.launch_fragment(),
+        )),
+        VideoOutConfig::Screen {
+            png: Some((path, every)),
+        } => {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            Some(crate::screen::Output::Png {
+                path: path.clone(),
+                every: Duration::from_secs(u64::from(*every)),
+            })
+        }
+        _ => None,
+    };
     let call_cfg = call_config(&cfg, board);
     let board = call_cfg.media.profile.name.clone();
     if let VideoOut::Png { dir, .. } = &call_cfg.media.video_out {
@@ -197,6 +216,16 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     let seed = std::process::id() as u64 ^ started.elapsed().as_nanos() as u64;
     let mut room = Room::new(Timing::default(), seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     supervision.ready(room.state());
+    // A screen that cannot start (no display attached) must not keep the
+    // room out of its meetings: log it and go on without.
+    let mut screen = screen_out.and_then(|o| match crate::screen::RoomScreen::start(o) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "the room screen does not start; continuing without it");
+            None
+        }
+    });
+    let mut convened: Option<(String, Instant)> = None;
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<(CallId, ConferenceEvent)>();
     let status = Arc::new(Mutex::new(CallStatus::default()));
     let mut calls: Vec<CallHandle> = Vec::new();
@@ -245,6 +274,11 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                 match (ev, district.as_mut()) {
                     (Some(ev), Some(d)) => {
                         for input in d.on_agent_event(ev) {
+                            if let Input::JoinMeeting { meeting } = &input
+                                && let Some(m) = d.meetings.get(meeting).filter(|m| m.urgent)
+                            {
+                                convened = Some((m.title.clone(), Instant::now()));
+                            }
                             room.handle_input(now_ms(started), input);
                         }
                     }
@@ -307,12 +341,23 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                 }
             }
         }
+        if let Some(sc) = screen.as_mut() {
+            let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            sc.update(screen_view(
+                &room,
+                &cfg,
+                district.as_ref(),
+                &s,
+                convened.as_ref(),
+            ));
+        }
         if let Some(reply) = status_reply {
             let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let devices = (s.camera.clone(), s.microphone.clone());
             let mut st = build_status(&room, &cfg, &board, &encoder, s, started);
             (st.camera, st.microphone) = crate::devices::status(&call_cfg.media, devices);
             st.district = district.as_ref().map(|d| d.status());
+            st.screen = screen.as_ref().and_then(|s| s.kind()).map(String::from);
             let _ = reply.send(st);
         }
     }
@@ -345,6 +390,49 @@ fn log_state(state: &State) {
         }
         _ => tracing::info!(state = state.name(), "room state"),
     }
+}
+
+/// What the screen should show now.
+fn screen_view(
+    room: &Room,
+    cfg: &Config,
+    district: Option<&District>,
+    s: &CallStatus,
+    convened: Option<&(String, Instant)>,
+) -> diemcau_media::screen::ScreenState {
+    use diemcau_media::screen::LinkQuality;
+    let now_unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let meeting_title = room
+        .meeting()
+        .and_then(|id| district?.meetings.get(id))
+        .map(|m| m.title.clone());
+    let next_meeting = district
+        .and_then(|d| d.meetings.next(now_unix_s))
+        .map(|m| (m.title.clone(), m.starts_at));
+    let district_status = district.map(|d| d.status());
+    let sent = s.send.packets_sent;
+    let link = if sent == 0 {
+        LinkQuality::Unknown
+    } else {
+        let lost = s.send.packets_lost.max(0) as f64;
+        LinkQuality::assess(lost * 100.0 / (sent as f64 + lost), s.send.rtt_ms)
+    };
+    crate::screen::screen_state(&crate::screen::View {
+        state: room.state(),
+        commune: &cfg.room_name,
+        now_unix_s,
+        utc_offset_min: cfg.utc_offset_min,
+        meeting_title,
+        convened: convened.map(|(t, at)| (t.clone(), at.elapsed().as_secs() as i64)),
+        next_meeting,
+        district: district_status.as_ref(),
+        peers: &s.peers,
+        link,
+        muted: false,
+    })
 }
 
 fn build_status(
@@ -395,6 +483,7 @@ fn build_status(
         uptime_s: started.elapsed().as_secs(),
         camera: None,
         microphone: None,
+        screen: None,
     }
 }
 

@@ -61,6 +61,9 @@ pub enum VideoOut {
     Png { dir: PathBuf, every_secs: u32 },
     /// Decoded and measured, then dropped (tests, benchmarks).
     Discard,
+    /// To the room screen's compositor ([`screen::Screen`]): each remote
+    /// room's pipeline ends in `intervideosink channel=`[`screen::peer_channel`].
+    Screen,
 }
 
 /// Where received audio goes.

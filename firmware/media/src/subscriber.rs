@@ -41,6 +41,7 @@ impl Subscriber {
     /// Starts a receiving pipeline for the feed called `peer_name`.
     pub fn start(
         settings: &MediaSettings,
+        peer_id: u64,
         peer_name: &str,
         events: mpsc::UnboundedSender<MediaEvent>,
     ) -> Result<Self, MediaError> {
@@ -58,7 +59,7 @@ impl Subscriber {
         let counters = Arc::new(ReceiveCounters::default());
         let picture = Arc::new(PictureMeter::default());
         let pic = picture.clone();
-        let video_chain = video_chain(settings, peer_name);
+        let video_chain = video_chain(settings, peer_id, peer_name);
         let audio_chain = audio_chain(&settings.audio_out);
         let decoder = settings.decoder.launch_fragment();
         let pl = pipeline.downgrade();
@@ -133,13 +134,19 @@ impl Subscriber {
     }
 }
 
-fn video_chain(settings: &MediaSettings, peer: &str) -> String {
+fn video_chain(settings: &MediaSettings, peer_id: u64, peer: &str) -> String {
     let q = "queue max-size-buffers=3 max-size-time=0 max-size-bytes=0 leaky=downstream";
     match &settings.video_out {
         // Discarded frames are still taken at their display time, as a
         // screen would, so that the probe before it measures what a screen
         // shows (and the sink's latency query configures the pipeline).
         VideoOut::Discard => format!("{q} ! fakesink sync=true async=false"),
+        // The screen composes at its own rate; the probe before it has
+        // already waited for the display time.
+        VideoOut::Screen => format!(
+            "{q} ! intervideosink channel={}",
+            crate::screen::peer_channel(peer_id)
+        ),
         // The probe before the sink waits for the frame's display time
         // (identity sync=true), so what it measures is what the screen shows.
         VideoOut::Sink(spec) => format!("{q} ! videoconvert ! {}", spec.launch_fragment()),
