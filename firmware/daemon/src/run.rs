@@ -343,12 +343,15 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         }
         if let Some(sc) = screen.as_mut() {
             let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let devices =
+                crate::devices::status(&call_cfg.media, (s.camera.clone(), s.microphone.clone()));
             sc.update(screen_view(
                 &room,
                 &cfg,
                 district.as_ref(),
                 &s,
                 convened.as_ref(),
+                devices,
             ));
         }
         if let Some(reply) = status_reply {
@@ -399,7 +402,24 @@ fn screen_view(
     district: Option<&District>,
     s: &CallStatus,
     convened: Option<&(String, Instant)>,
+    (camera, microphone): (
+        Option<diemcau_media::DeviceStatus>,
+        Option<diemcau_media::DeviceStatus>,
+    ),
 ) -> diemcau_media::screen::ScreenState {
+    use diemcau_media::DeviceState;
+    let device_problem = [
+        (camera, "Camera không dùng được / Camera not usable"),
+        (microphone, "Micrô không dùng được / Microphone not usable"),
+    ]
+    .into_iter()
+    .find_map(|(d, what)| {
+        let d = d?;
+        matches!(d.state, DeviceState::Absent | DeviceState::Error).then(|| {
+            let why = d.error.unwrap_or_else(|| "not plugged in".into());
+            format!("{what}: {why}")
+        })
+    });
     use diemcau_media::screen::LinkQuality;
     let now_unix_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -432,6 +452,7 @@ fn screen_view(
         peers: &s.peers,
         link,
         muted: false,
+        device_problem,
     })
 }
 

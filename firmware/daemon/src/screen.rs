@@ -40,6 +40,10 @@ pub struct View<'a> {
     pub peers: &'a [PeerStatus],
     pub link: LinkQuality,
     pub muted: bool,
+    /// A camera or microphone that is missing or unusable, as staff should
+    /// read it: shown instead of the idle screen (in a call the far end
+    /// gets the slate, and `ctl status` says the same).
+    pub device_problem: Option<String>,
 }
 
 /// "HH:MM" of `unix_s` in the zone `offset_min` minutes east of UTC.
@@ -99,6 +103,10 @@ pub fn screen_state(v: &View<'_>) -> ScreenState {
         State::Error { reason } => ScreenState::Error {
             reason: format!("Không vào được hội nghị / Could not join: {reason}"),
             advice: advice(reason).into(),
+        },
+        State::Idle | State::Leaving { .. } if v.device_problem.is_some() => ScreenState::Error {
+            reason: v.device_problem.clone().unwrap_or_default(),
+            advice: "Kiểm tra dây camera và loa; vẫn họp được bằng tiếng / Check the camera and speaker cables; calls still work with sound".into(),
         },
         State::Idle | State::Leaving { .. } => ScreenState::Idle {
             commune: v.commune.to_string(),
@@ -223,7 +231,23 @@ mod tests {
             peers: &[],
             link: LinkQuality::Unknown,
             muted: false,
+            device_problem: None,
         }
+    }
+
+    #[test]
+    fn a_device_problem_replaces_the_idle_screen() {
+        let mut v = view(&State::Idle);
+        v.device_problem = Some("Camera không dùng được / Camera not usable: no format".into());
+        let ScreenState::Error { reason, advice } = screen_state(&v) else {
+            panic!("error screen");
+        };
+        assert!(reason.contains("no format"), "{reason}");
+        assert!(advice.contains("camera"), "{advice}");
+        let in_call = State::InCall { call: CallId(1) };
+        let mut v = view(&in_call);
+        v.device_problem = Some("x".into());
+        assert_eq!(kind(&screen_state(&v)), "in_call");
     }
 
     #[test]
