@@ -44,6 +44,32 @@ pub struct ServerConfig {
     pub offline_after_s: i64,
     pub enrol_per_minute: u32,
     pub login_per_minute: u32,
+    /// Advertise the server by DNS-SD over mDNS on the interfaces it
+    /// listens on (`None`: do not). Off in [`ServerConfig::new`]; the
+    /// `serve` command turns it on unless given `--no-mdns`.
+    pub mdns: Option<MdnsSettings>,
+}
+
+/// What the mDNS advertisement says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdnsSettings {
+    /// Instance name (`diemcau-ops`; the host name is `<name>.local.`).
+    pub name: String,
+    /// Port devices connect to; `None`: the listen port. Set it to the TLS
+    /// proxy's port when one is in front.
+    pub port: Option<u16>,
+    /// Devices must use https (a TLS proxy in front).
+    pub tls: bool,
+}
+
+impl Default for MdnsSettings {
+    fn default() -> Self {
+        Self {
+            name: "diemcau-ops".into(),
+            port: None,
+            tls: false,
+        }
+    }
 }
 
 impl ServerConfig {
@@ -58,6 +84,7 @@ impl ServerConfig {
             offline_after_s: 35,
             enrol_per_minute: 30,
             login_per_minute: 20,
+            mdns: None,
         }
     }
 }
@@ -292,6 +319,8 @@ impl AppState {
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub state: Arc<AppState>,
+    /// The mDNS advertisement, when one runs.
+    pub mdns: Option<diemcau_mdns::Advertiser>,
     shutdown: tokio::sync::oneshot::Sender<()>,
     join: tokio::task::JoinHandle<Result<(), std::io::Error>>,
 }
@@ -305,6 +334,9 @@ impl RunningServer {
     /// Closes push streams, stops accepting, and waits (≤ 5 s) for
     /// in-flight requests.
     pub async fn stop(self) {
+        if let Some(m) = self.mdns {
+            m.stop().await;
+        }
         self.state.push.close_all();
         let _ = self.shutdown.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), self.join).await;
@@ -373,12 +405,47 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .await
     });
     tracing::info!(%addr, "diemcau-ops listening");
+    let mdns = state.config.mdns.as_ref().and_then(|m| advertise(m, addr));
     Ok(RunningServer {
         addr,
         state,
+        mdns,
         shutdown: tx,
         join,
     })
+}
+
+/// Starts the mDNS advertisement on the interfaces `addr` is reachable
+/// through. A server that cannot advertise still serves (devices can be
+/// given the URL), so failures are logged, not returned.
+fn advertise(m: &MdnsSettings, addr: SocketAddr) -> Option<diemcau_mdns::Advertiser> {
+    let interfaces = match diemcau_mdns::interfaces_for_listen(addr.ip()) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %chain(&e), "mDNS: not advertising");
+            return None;
+        }
+    };
+    if interfaces.is_empty() {
+        tracing::info!(
+            %addr,
+            "mDNS: not advertising: no multicast interface holds the listen address (loopback?)"
+        );
+        return None;
+    }
+    let cfg = diemcau_mdns::AdvertiseConfig {
+        instance: m.name.clone(),
+        port: m.port.unwrap_or(addr.port()),
+        info: diemcau_mdns::ServiceInfo::new(API_VERSION, m.tls),
+        interfaces,
+    };
+    match diemcau_mdns::Advertiser::start(cfg) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(error = %chain(&e), "mDNS: not advertising");
+            None
+        }
+    }
 }
 
 /// Writes queued heartbeats in batches until every sender is gone.

@@ -6,9 +6,11 @@
 //! and the verification of signed device requests; the Janus VideoRoom
 //! rooms behind each meeting ([`janus`]); server push to devices ([`push`],
 //! Server-Sent Events) for "convene now", schedule changes and revocation;
-//! admin authentication and the bilingual fleet page ([`page`]); and the
-//! HTTP routes tying them together ([`http`]). The wire types come from
-//! `diemcau-ops-api`.
+//! admin authentication and the bilingual fleet page ([`page`]); the
+//! HTTP routes tying them together ([`http`]); and, on the interfaces it
+//! listens on, the DNS-SD advertisement `_diemcau-ops._tcp.local.` that
+//! lets boards without a URL find it (`diemcau-mdns`). The wire types come
+//! from `diemcau-ops-api`.
 
 pub mod admin;
 pub mod guard;
@@ -19,5 +21,5 @@ pub mod push;
 pub mod store;
 pub mod util;
 
-pub use http::{RunningServer, ServerConfig, ServerError, start};
+pub use http::{MdnsSettings, RunningServer, ServerConfig, ServerError, start};
 pub use store::Store;

@@ -43,6 +43,8 @@ enum Cmd {
         /// Enrolment attempts allowed per minute per address.
         #[arg(long, default_value_t = 30)]
         enrol_per_minute: u32,
+        #[command(flatten)]
+        mdns: MdnsArgs,
     },
     /// Manage admins.
     Admin {
@@ -59,6 +61,46 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CommuneCmd,
     },
+}
+
+/// Zero-touch discovery: boards without a district URL browse for
+/// `_diemcau-ops._tcp.local.` on the district network.
+#[derive(Debug, clap::Args)]
+struct MdnsArgs {
+    /// Do not advertise by mDNS (by default the server answers on the
+    /// interfaces holding its --listen address; never on loopback).
+    #[arg(long)]
+    no_mdns: bool,
+    /// mDNS instance name; the host is advertised as NAME.local.
+    #[arg(long, default_value = "diemcau-ops")]
+    mdns_name: String,
+    /// Port to advertise (default: the listen port); a TLS proxy's port.
+    #[arg(long)]
+    mdns_port: Option<u16>,
+    /// Tell devices to use https (a TLS proxy in front of this server).
+    #[arg(long)]
+    mdns_tls: bool,
+}
+
+impl MdnsArgs {
+    /// Raw flags → settings (`None` with --no-mdns).
+    fn settings(self) -> anyhow::Result<Option<diemcau_ops::MdnsSettings>> {
+        if self.no_mdns {
+            return Ok(None);
+        }
+        let name = self.mdns_name.trim().to_owned();
+        if name.is_empty() || name.len() > 40 || name.chars().any(char::is_control) {
+            anyhow::bail!("--mdns-name: expected 1 to 40 printable characters");
+        }
+        if self.mdns_port == Some(0) {
+            anyhow::bail!("--mdns-port: expected a port from 1 to 65535");
+        }
+        Ok(Some(diemcau_ops::MdnsSettings {
+            name,
+            port: self.mdns_port,
+            tls: self.mdns_tls,
+        }))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,8 +175,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             janus_ws_url,
             heartbeat_interval_s,
             enrol_per_minute,
+            mdns,
         } => {
             let mut cfg = ServerConfig::new(listen, &cli.db);
+            cfg.mdns = mdns.settings()?;
             cfg.janus_url = janus_url;
             cfg.janus_ws_url = janus_ws_url;
             cfg.heartbeat_interval_s = heartbeat_interval_s.clamp(1, 3600);
@@ -142,9 +186,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.enrol_per_minute = enrol_per_minute;
             let server = diemcau_ops::start(cfg).await?;
             println!("listening on http://{}", server.addr);
+            // Ctrl-C or SIGTERM (systemd): stop cleanly, mDNS goodbye included.
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
-                r = tokio::signal::ctrl_c() => { r?; server.stop().await; }
+                r = tokio::signal::ctrl_c() => r?,
+                _ = term.recv() => {}
             }
+            server.stop().await;
             Ok(())
         }
         Cmd::Admin {
