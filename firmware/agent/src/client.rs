@@ -45,6 +45,10 @@ pub enum ClientError {
     /// Could not build an HTTP client (TLS set-up).
     #[error("cannot set up the HTTP client")]
     Setup(#[source] reqwest::Error),
+    /// No `district_url` and no server found on the network (try again:
+    /// the server or the network may come up later).
+    #[error("cannot find the district server")]
+    Discovery(#[source] crate::discovery::DiscoveryError),
 }
 
 impl ClientError {
@@ -56,7 +60,9 @@ impl ClientError {
     /// `true` for errors worth retrying later (network, 5xx, clock skew).
     pub fn is_transient(&self) -> bool {
         match self {
-            ClientError::Unreachable { .. } | ClientError::ServerError { .. } => true,
+            ClientError::Unreachable { .. }
+            | ClientError::ServerError { .. }
+            | ClientError::Discovery(_) => true,
             ClientError::Rejected { error, status, .. } => {
                 error.code == "clock_skew" || error.code == "replay" || *status == 429
             }

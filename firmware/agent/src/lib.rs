@@ -2,7 +2,8 @@
 //!
 //! This crate owns everything a bridge point says to ops: reading the
 //! provisioning file from the boot partition ([`provisioning`]), finding the
-//! server when the file has no URL ([`discovery`]), making the device's
+//! server when the file has no URL ([`discovery`]: mDNS / DNS-SD, then a
+//! DNS name), making the device's
 //! Ed25519 key pair and enrolling, keeping its identity, the schedule cache
 //! and the queue of not-yet-reported events on disk atomically ([`state`]),
 //! the heartbeat loop, and the server push stream. The room daemon consumes
@@ -86,6 +87,9 @@ pub struct AgentConfig {
     pub provisioning_file: PathBuf,
     /// Read for DNS discovery when the provisioning file has no URL.
     pub resolv_conf: PathBuf,
+    /// How long to browse by mDNS for the server when the provisioning
+    /// file has no URL (before trying DNS); `None` skips mDNS.
+    pub mdns_timeout: Option<Duration>,
     pub serial: String,
     pub board: String,
     pub versions: Versions,
@@ -112,6 +116,7 @@ impl AgentConfig {
             state_dir: state_dir.into(),
             provisioning_file: provisioning_file.into(),
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            mdns_timeout: Some(Duration::from_secs(3)),
             serial: serial.to_owned(),
             board: board.to_owned(),
             versions,
@@ -447,6 +452,8 @@ impl Agent {
     /// Returns a signing client, enrolling first if needed (retries until
     /// it works or the agent is stopped).
     async fn enrolled_client(&self) -> Option<OpsClient> {
+        // Discovery failures are logged when they change, else once a minute.
+        let mut last_warn: Option<(String, Instant)> = None;
         loop {
             if self.stopped() {
                 return None;
@@ -454,6 +461,16 @@ impl Agent {
             match self.try_enrol().await {
                 Ok(c) => return Some(c),
                 Err(e) => {
+                    if let ClientError::Discovery(d) = &e {
+                        let msg = d.to_string();
+                        let quiet = last_warn.as_ref().is_some_and(|(m, t)| {
+                            *m == msg && t.elapsed() < Duration::from_secs(60)
+                        });
+                        if !quiet {
+                            tracing::warn!(error = %msg, "cannot find the district server; retrying");
+                            last_warn = Some((msg, Instant::now()));
+                        }
+                    }
                     let wait = if e.is_transient() {
                         self.set_reachable(false);
                         self.inner.config.retry_interval
@@ -504,12 +521,17 @@ impl Agent {
         })?;
         let url = match prov.district_url.clone() {
             Some(u) => u,
-            None => discovery::discover(&self.inner.config.resolv_conf)
+            None => {
+                let found = discovery::discover(&discovery::DiscoveryConfig {
+                    resolv_conf: &self.inner.config.resolv_conf,
+                    mdns_timeout: self.inner.config.mdns_timeout,
+                    api_version: API_VERSION,
+                })
                 .await
-                .ok_or_else(|| ClientError::ServerError {
-                    path: "discovery".into(),
-                    status: 0,
-                })?,
+                .map_err(ClientError::Discovery)?;
+                tracing::info!(url = %found.url, method = ?found.method, ms = found.took.as_millis() as u64, "enrolling with the district server found on the network");
+                found.url
+            }
         };
         let key = match self.load_key() {
             Some(k) => k,
