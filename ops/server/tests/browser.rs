@@ -1,8 +1,11 @@
 //! The fleet page in a real headless browser (Debian `chromium`), driven
 //! over the DevTools protocol: log in, read the fleet, switch language,
-//! "convene now" with clicks (the rooms must get it within 5 s), open a
-//! device. Screenshots go to a temp folder, or to `docs/screens/` with
-//! `DIEMCAU_UPDATE_SCREENS=1`.
+//! "convene now" with clicks (the rooms must get it within 5 s), create a
+//! meeting with the form (typed title, start, end, communes ticked, submit
+//! clicked with real mouse events; it must show in the schedule, in the
+//! API and reach the rooms), open a device. The browser runs in the
+//! district's time zone (Asia/Ho_Chi_Minh). Screenshots go to a temp
+//! folder, or to `docs/screens/` with `DIEMCAU_UPDATE_SCREENS=1`.
 
 mod common;
 
@@ -75,6 +78,49 @@ impl Cdp {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// A real left click (mouse pressed and released) at the centre of
+    /// the element, scrolled into view first.
+    async fn click(&mut self, selector: &str) {
+        let at = self
+            .eval(&format!(
+                "(() => {{ const e = document.querySelector({}); if (!e) return null; \
+                 e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect(); \
+                 return [r.left + r.width / 2, r.top + r.height / 2]; }})()",
+                json!(selector)
+            ))
+            .await;
+        let (x, y) = match (at[0].as_f64(), at[1].as_f64()) {
+            (Some(x), Some(y)) => (x, y),
+            _ => panic!("no element {selector} to click"),
+        };
+        for kind in ["mousePressed", "mouseReleased"] {
+            self.call(
+                "Input.dispatchMouseEvent",
+                json!({"type": kind, "x": x, "y": y, "button": "left", "buttons": 1, "clickCount": 1}),
+            )
+            .await;
+        }
+    }
+
+    /// Clicks into a text field and types `text` (as an input method would).
+    async fn type_into(&mut self, selector: &str, text: &str) {
+        self.click(selector).await;
+        self.call("Input.insertText", json!({"text": text})).await;
+    }
+
+    /// Sets a date/time field the way its picker does (value, then the
+    /// `input` and `change` events); typing into one depends on the locale.
+    async fn pick(&mut self, selector: &str, value: &str) {
+        self.eval(&format!(
+            "(() => {{ const e = document.querySelector({}); e.value = {}; \
+             e.dispatchEvent(new Event('input', {{bubbles: true}})); \
+             e.dispatchEvent(new Event('change', {{bubbles: true}})); return e.value; }})()",
+            json!(selector),
+            json!(value)
+        ))
+        .await;
     }
 
     async fn screenshot(&mut self, dir: &std::path::Path, name: &str) {
@@ -163,6 +209,11 @@ async fn launch() -> (Browser, Cdp) {
         json!({"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": false}),
     )
     .await;
+    cdp.call(
+        "Emulation.setTimezoneOverride",
+        json!({"timezoneId": "Asia/Ho_Chi_Minh"}),
+    )
+    .await;
     (
         Browser {
             child,
@@ -170,6 +221,43 @@ async fn launch() -> (Browser, Cdp) {
         },
         cdp,
     )
+}
+
+/// Vietnam's offset from UTC (no daylight saving time).
+const ICT_S: i64 = 7 * 3600;
+
+/// `YYYY-MM-DD` of a day counted from 1970-01-01 (Hinnant's civil date).
+fn civil_date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Tomorrow in Vietnam at `hh:mm`: the `datetime-local` text and the unix time.
+fn tomorrow_at(now: i64, hh: i64, mm: i64) -> (String, i64) {
+    let day = (now + ICT_S).div_euclid(86_400) + 1;
+    let text = format!("{}T{hh:02}:{mm:02}", civil_date(day));
+    (text, day * 86_400 + hh * 3600 + mm * 60 - ICT_S)
+}
+
+#[test]
+fn civil_dates() {
+    assert_eq!(civil_date(0), "1970-01-01");
+    assert_eq!(civil_date(19_782), "2024-02-29");
+    assert_eq!(civil_date(20_819), "2027-01-01");
+    // 2026-12-01 23:30 in Hanoi is 16:30 UTC; tomorrow 08:30 there is 01:30 UTC.
+    let now = 1_796_142_600; // 2026-12-01T16:30:00Z
+    assert_eq!(
+        tomorrow_at(now, 8, 30),
+        ("2026-12-02T08:30".to_owned(), 1_796_175_000)
+    );
 }
 
 fn hb(state: DeviceState, quality: u8, temp: f32) -> Heartbeat {
@@ -295,6 +383,21 @@ async fn fleet_page_in_headless_chromium() {
         .await;
     cdp.wait_js("document.body.innerText.includes('Convene now') && document.body.innerText.includes('In call')", "English labels")
         .await;
+    let text = cdp
+        .eval("document.getElementById('create').innerText")
+        .await;
+    for needle in [
+        "Create meeting",
+        "Meeting title",
+        "Start",
+        "End",
+        "Communes",
+    ] {
+        assert!(
+            text.as_str().is_some_and(|t| t.contains(needle)),
+            "form lacks {needle}: {text}"
+        );
+    }
     cdp.screenshot(&shots, "fleet-en.png").await;
 
     // Convene now with clicks: tick Xã Tân Lập, type a title, click.
@@ -340,6 +443,127 @@ async fn fleet_page_in_headless_chromium() {
         .await
         .is_err()
     );
+
+    // Create a meeting with the form, in Vietnamese, with real clicks and
+    // typing: title, start, end, two communes, submit.
+    cdp.click("#lang-vi").await;
+    cdp.wait_js(
+        "document.getElementById('create').innerText.includes('Kết thúc') && \
+         document.getElementById('c-msg').textContent === 'Đã triệu tập; số điểm cầu nhận được: 1'",
+        "Vietnamese form and the convene line translated",
+    )
+    .await;
+    let text = cdp
+        .eval("document.getElementById('create').innerText")
+        .await;
+    for needle in [
+        "Tạo cuộc họp",
+        "Tiêu đề cuộc họp",
+        "Bắt đầu",
+        "Kết thúc",
+        "Các xã",
+    ] {
+        assert!(
+            text.as_str().is_some_and(|t| t.contains(needle)),
+            "form lacks {needle}: {text}"
+        );
+    }
+    const TITLE: &str = "Giao ban trực tuyến quý I";
+    let (start_text, starts_at) = tomorrow_at(common::now(), 8, 30);
+    let (end_text, ends_at) = tomorrow_at(common::now(), 10, 0);
+    let (early_text, _) = tomorrow_at(common::now(), 7, 0);
+    cdp.type_into("#m-title", TITLE).await;
+    cdp.pick("#m-start", &start_text).await;
+    // A new start moves the end to an hour later.
+    let (hour_later, _) = tomorrow_at(common::now(), 9, 30);
+    assert_eq!(
+        cdp.eval("document.getElementById('m-end').value").await,
+        json!(hour_later)
+    );
+    // An end before the start is refused on the page, nothing is sent.
+    cdp.pick("#m-end", &early_text).await;
+    cdp.click("#m-communes input[value=\"xa-a\"]").await;
+    cdp.click("#create-btn").await;
+    cdp.wait_js(
+        "document.getElementById('m-msg').textContent.includes('phải sau giờ bắt đầu')",
+        "end-before-start message",
+    )
+    .await;
+    cdp.pick("#m-end", &end_text).await;
+    cdp.click("#m-communes input[value=\"xa-son-ha\"]").await;
+    assert_eq!(
+        cdp.eval("[...document.querySelectorAll('#m-communes input:checked')].map(i => i.value).sort().join(',')")
+            .await,
+        json!("xa-a,xa-son-ha")
+    );
+    assert_eq!(
+        cdp.eval("document.getElementById('m-title').value").await,
+        json!(TITLE)
+    );
+    cdp.screenshot(&shots, "create-meeting-vi.png").await;
+    let r: Vec<Value> = ops
+        .get("/api/v1/admin/meetings")
+        .await
+        .json()
+        .await
+        .expect("meetings json");
+    assert!(
+        !r.iter().any(|m| m["title"] == TITLE),
+        "refused form still created a meeting"
+    );
+    cdp.click("#create-btn").await;
+    cdp.wait_js(
+        &format!(
+            "document.getElementById('m-msg').textContent.includes('Đã tạo cuộc họp') && \
+             document.getElementById('schedule').textContent.includes({})",
+            json!(TITLE)
+        ),
+        "created meeting in the schedule",
+    )
+    .await;
+    let row = cdp
+        .eval(&format!(
+            "[...document.querySelectorAll('#schedule tr')].map(r => r.innerText).find(t => t.includes({})) || ''",
+            json!(TITLE)
+        ))
+        .await;
+    let row = row.as_str().expect("row text");
+    assert!(
+        row.contains("08:30 – 10:00") && row.contains("Xã Tân Lập") && row.contains("Xã Sơn Hà"),
+        "schedule row: {row}"
+    );
+    // The form is ready for the next meeting.
+    assert_eq!(
+        cdp.eval("document.getElementById('m-title').value").await,
+        json!("")
+    );
+    // The API has it with the times the officer chose, in Vietnam's zone.
+    let r: Vec<Value> = ops
+        .get("/api/v1/admin/meetings")
+        .await
+        .json()
+        .await
+        .expect("meetings json");
+    let m = r
+        .iter()
+        .find(|m| m["title"] == TITLE)
+        .expect("meeting in the API");
+    assert_eq!(m["starts_at"], json!(starts_at));
+    assert_eq!(m["ends_at"], json!(ends_at));
+    let mut communes: Vec<&str> = m["communes"]
+        .as_array()
+        .expect("communes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    communes.sort();
+    assert_eq!(communes, vec!["xa-a", "xa-son-ha"]);
+    assert_eq!(m["urgent"], json!(false));
+    // And the room of Xã Tân Lập receives it in its schedule.
+    a.wait_for(5, "the form's meeting in the room's schedule", |e| {
+        matches!(e, AgentEvent::Schedule(ms) if ms.iter().any(|m| m.title == TITLE && m.starts_at == starts_at))
+    })
+    .await;
 
     // Device detail with recent events, in Vietnamese.
     cdp.eval("document.getElementById('lang-vi').click(); document.querySelector('tr.dev').click(); true").await;
