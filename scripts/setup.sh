@@ -20,6 +20,8 @@ PACKAGES=(
   iproute2 nftables
   # district server stores and the fleet page's browser tests
   sqlite3 postgresql chromium
+  # mDNS discovery test against an independent implementation
+  python3-zeroconf
   # disk images (image-builder tests)
   fdisk dosfstools mtools e2fsprogs
 )

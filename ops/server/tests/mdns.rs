@@ -12,7 +12,9 @@
 //! from "room" and enrols. The browser in "other" (on a subnet the server
 //! does not listen on) must hear nothing, and so must a room browsing a
 //! server started with `--no-mdns` or on loopback. The agent and browsers
-//! run on threads moved into their namespace with setns(2).
+//! run on threads moved into their namespace with setns(2). An independent
+//! implementation, python-zeroconf (Debian `python3-zeroconf`), checks that
+//! both sides speak the same mDNS as others do.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -365,4 +367,131 @@ async fn no_mdns_flag_and_loopback_listen_stay_silent() {
     );
     assert!(waited < Duration::from_millis(1200), "{waited:?}");
     assert!(!off.log().contains("mDNS"), "{}", off.log());
+}
+
+const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/zeroconf_peer.py");
+
+fn zeroconf_available() -> bool {
+    Command::new("/usr/bin/python3")
+        .args(["-c", "import zeroconf"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// python-zeroconf advertising `name` on `addr:port` inside `ns` until
+/// dropped (its stdin closes: it unregisters, sending goodbyes).
+struct ZeroconfPeer(std::process::Child);
+
+impl ZeroconfPeer {
+    fn register(ns: &str, addr: &str, name: &str, port: u16) -> ZeroconfPeer {
+        use std::io::BufRead as _;
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "/usr/bin/python3",
+                PEER,
+                "register",
+                addr,
+                name,
+            ])
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn python3");
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        out.read_line(&mut line).expect("read peer");
+        assert_eq!(line.trim(), "registered");
+        ZeroconfPeer(child)
+    }
+
+    fn stop(mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ZeroconfPeer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interoperates_with_python_zeroconf() {
+    let Some(lab) = Lab::new("z") else { return };
+    if !zeroconf_available() {
+        eprintln!("notice: zeroconf interop test skipped (apt-get install python3-zeroconf)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}", dir.path().join("ops.db").display());
+    cli(
+        &db,
+        &["commune", "add", "--id", "xa-a", "--name", "Xã Tân Lập"],
+    );
+
+    // 1. zeroconf advertises "diemcau-ops" from the room's side; our
+    //    browser (one-shot query) resolves it.
+    let peer = ZeroconfPeer::register(&lab.room, "10.200.0.2", "diemcau-ops", 9999);
+    let found = join(in_netns(&lab.room, || async {
+        diemcau_mdns::browse(&browse_opts(3000)).await
+    }))
+    .await
+    .expect("our browser finds the zeroconf service");
+    assert_eq!(found.url, "http://10.200.0.2:9999");
+    assert_eq!(found.host, "zc-ops.local.");
+
+    // 2. Our server starts on the same link: its probe meets zeroconf's
+    //    "diemcau-ops", so it renames itself.
+    let ops = Serve::start(
+        &lab.ops,
+        &db,
+        dir.path(),
+        "ops",
+        &["--listen", "10.200.0.1:8080"],
+    );
+    ops.wait_log("renamed", 10).await;
+    ops.wait_log("mDNS: advertising", 10).await;
+    let log = ops.log();
+    assert!(
+        log.contains("diemcau-ops (2)._diemcau-ops._tcp.local.")
+            && log.contains("diemcau-ops-2.local."),
+        "{log}"
+    );
+    peer.stop();
+
+    // 3. zeroconf's browser (multicast queries from port 5353, answered by
+    //    multicast) resolves our server: SRV, TXT and A.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.room,
+            "/usr/bin/python3",
+            PEER,
+            "browse",
+            "10.200.0.2",
+        ])
+        .output()
+        .expect("run zeroconf browse");
+    assert!(
+        out.status.success(),
+        "zeroconf found nothing: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        ops.log()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("zeroconf json");
+    assert_eq!(v["name"], "diemcau-ops (2)._diemcau-ops._tcp.local.");
+    assert_eq!(v["server"], "diemcau-ops-2.local.");
+    assert_eq!(v["port"], 8080);
+    assert_eq!(v["addresses"], serde_json::json!(["10.200.0.1"]));
+    assert_eq!(v["properties"]["apiver"], "1");
+    assert_eq!(v["properties"]["api"], "/api/v1");
+    assert_eq!(v["properties"]["tls"], "0");
 }
