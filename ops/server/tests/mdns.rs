@@ -46,10 +46,7 @@ fn ip(args: &[&str]) {
 impl Lab {
     /// `None` (with a notice) when not root or without iproute2.
     fn new(tag: &str) -> Option<Lab> {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout == b"0\n");
+        let root = nix::unistd::geteuid().is_root();
         let has_ip = Command::new("ip").arg("-V").output().is_ok();
         if !root || !has_ip {
             eprintln!("notice: mDNS namespace test skipped (needs root and iproute2)");
@@ -178,9 +175,8 @@ impl Serve {
 
     /// SIGTERM, as systemd stops it; waits for the exit.
     fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let t0 = Instant::now();
         while self.child.try_wait().ok().flatten().is_none() {
             assert!(
