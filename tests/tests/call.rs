@@ -102,6 +102,37 @@ fn two_rooms_see_and_hear_each_other() -> Result<()> {
 }
 
 #[test]
+fn muted_room_is_silent_at_the_far_end_and_unmute_brings_it_back() -> Result<()> {
+    let (_dir, _janus, a, b) = two_rooms_in_call("mute")?;
+    let level = |s: &Status| peer(s, "Xa An Binh").and_then(|p| p.media.audio_level_db);
+    b.wait_for("A audible", Duration::from_secs(10), |s| {
+        level(s).is_some_and(|db| db > -30.0)
+    })?;
+    let t = std::time::Instant::now();
+    let s = a.ctl(CtlCommand::Mute)?;
+    ensure!(s.muted, "A says it is muted: {s:?}");
+    let heard = b.wait_for("silence from A", Duration::from_secs(5), |s| {
+        level(s).is_some_and(|db| db < -60.0)
+    })?;
+    println!(
+        "mute -> silence at the far end in {:?} ({:?} dBFS)",
+        t.elapsed(),
+        level(&heard)
+    );
+    // Muted is not gone: A stays in the call and its video keeps coming.
+    let before = frames_from(&heard, "Xa An Binh");
+    b.wait_for("A's video while muted", Duration::from_secs(5), |s| {
+        frames_from(s, "Xa An Binh") > before + 30
+    })?;
+    let s = a.ctl(CtlCommand::Mute)?;
+    ensure!(!s.muted && s.state == "in_call", "{s:?}");
+    b.wait_for("A audible again", Duration::from_secs(5), |s| {
+        level(s).is_some_and(|db| db > -30.0)
+    })?;
+    no_panic_no_ssdp(&a)
+}
+
+#[test]
 fn leaving_and_rejoining_is_seen_by_the_other_room() -> Result<()> {
     let (_dir, _janus, a, b) = two_rooms_in_call("rejoin")?;
     let s = b.ctl(CtlCommand::Leave)?;

@@ -116,6 +116,9 @@ pub enum Input {
     },
     /// Time passed; the room checks its deadlines.
     Tick,
+    /// The remote's Mute key: mute or unmute the microphone. Only a call
+    /// (joining or in it) can be muted; every new call starts unmuted.
+    ToggleMute,
 }
 
 /// What the room wants its adapters to do.
@@ -132,6 +135,9 @@ pub enum Output {
     EndCall { call: CallId },
     /// The state changed; update the screen, LED and status report.
     StateChanged(State),
+    /// Mute (`true`) or unmute the microphone of the current call: nothing
+    /// audible may leave the room while muted.
+    Mute(bool),
 }
 
 /// Timing of the room's retries and timeouts.
@@ -180,6 +186,7 @@ pub struct Room {
     target: Option<String>,
     peers: BTreeMap<u64, Peer>,
     last_error: Option<String>,
+    muted: bool,
     rng: u64,
     outputs: std::collections::VecDeque<Output>,
 }
@@ -197,6 +204,7 @@ impl Room {
             target: None,
             peers: BTreeMap::new(),
             last_error: None,
+            muted: false,
             rng: seed | 1,
             outputs: Default::default(),
         }
@@ -217,6 +225,11 @@ impl Room {
             State::Idle | State::Error { .. } => None,
             _ => self.target.as_deref(),
         }
+    }
+
+    /// Whether the microphone of the current call is muted.
+    pub fn muted(&self) -> bool {
+        self.muted
     }
 
     /// The reason of the most recent failure, kept after recovery for status.
@@ -256,6 +269,18 @@ impl Room {
             }
             Input::Conference { call, event } => self.on_conference(now, call, event),
             Input::Tick => self.on_tick(now),
+            Input::ToggleMute => {
+                if matches!(self.state, State::Joining { .. } | State::InCall { .. }) {
+                    self.set_muted(!self.muted);
+                }
+            }
+        }
+    }
+
+    fn set_muted(&mut self, muted: bool) {
+        if self.muted != muted {
+            self.muted = muted;
+            self.outputs.push_back(Output::Mute(muted));
         }
     }
 
@@ -405,6 +430,8 @@ impl Room {
         let call = CallId(self.next_call);
         self.next_call += 1;
         self.peers.clear();
+        // A new call starts unmuted (its publisher starts so).
+        self.muted = false;
         self.outputs.push_back(Output::StartCall {
             call,
             meeting: self.target.clone(),

@@ -480,3 +480,45 @@ fn a_manual_join_after_a_meeting_goes_to_the_rooms_own_conference() {
         }
     );
 }
+
+#[test]
+fn mute_toggles_only_in_a_call_and_each_call_starts_unmuted() {
+    let mut r = room();
+    r.handle_input(0, Input::ToggleMute);
+    assert!(drain(&mut r).is_empty(), "nothing to mute while idle");
+    assert!(!r.muted());
+    r.handle_input(1, Input::Join);
+    drain(&mut r);
+    conf(&mut r, 2, CallId(1), ConferenceEvent::Joined);
+    drain(&mut r);
+    r.handle_input(3, Input::ToggleMute);
+    assert_eq!(drain(&mut r), vec![Output::Mute(true)]);
+    assert!(r.muted());
+    r.handle_input(4, Input::ToggleMute);
+    assert_eq!(drain(&mut r), vec![Output::Mute(false)]);
+    r.handle_input(5, Input::ToggleMute);
+    drain(&mut r);
+    // The call drops while muted; the retry's call starts unmuted.
+    conf(
+        &mut r,
+        6,
+        CallId(1),
+        ConferenceEvent::Lost {
+            reason: "gone".into(),
+        },
+    );
+    drain(&mut r);
+    r.handle_input(10_000, Input::Tick);
+    let out = drain(&mut r);
+    assert!(
+        matches!(
+            out[0],
+            Output::StartCall {
+                call: CallId(2),
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert!(!r.muted());
+}

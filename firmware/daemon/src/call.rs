@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use diemcau_conference::janus::JanusClient;
 use diemcau_conference::{Feed, HandleId, RoomSettings, SignalError, SignalEvent, Signalling};
@@ -108,11 +108,16 @@ pub fn spawn(
     call: CallId,
     events: Events,
     status: Arc<Mutex<CallStatus>>,
+    mute: watch::Receiver<bool>,
 ) -> CallHandle {
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(async move {
         let (url, room) = target.unwrap_or_else(|| (cfg.janus_url.clone(), cfg.room.clone()));
-        let result = session(&cfg, &url, &room, call, &events, &status, stop_rx).await;
+        let control = Control {
+            stop: stop_rx,
+            mute,
+        };
+        let result = session(&cfg, &url, &room, call, &events, &status, control).await;
         *status.lock().unwrap_or_else(|e| e.into_inner()) = CallStatus::default();
         let event = match result {
             Ok(Ended::Stopped) => ConferenceEvent::Left,
@@ -152,6 +157,12 @@ fn tagged(
     tx
 }
 
+/// What the run loop tells a running call: leave, and the microphone switch.
+struct Control {
+    stop: oneshot::Receiver<()>,
+    mute: watch::Receiver<bool>,
+}
+
 async fn session(
     cfg: &CallConfig,
     url: &str,
@@ -159,13 +170,15 @@ async fn session(
     call: CallId,
     events: &Events,
     status: &Mutex<CallStatus>,
-    mut stop: oneshot::Receiver<()>,
+    control: Control,
 ) -> Result<Ended, CallError> {
+    let Control { mut stop, mut mute } = control;
     tracing::info!(%call, %url, room = room.room_id, "joining");
     // Start the camera and encoder first: they warm up while we talk to
     // the server (four round trips, long ones on a poor link).
     let (mtx, mut mrx) = mpsc::unbounded_channel();
     let publisher = Publisher::start(&cfg.media, tagged(mtx.clone(), Tag::Publisher))?;
+    publisher.set_muted(*mute.borrow_and_update());
     let (client, mut sig) = tokio::select! {
         r = JanusClient::connect(url, room.clone()) => r?,
         _ = &mut stop => return Ok(Ended::Stopped),
@@ -195,6 +208,11 @@ async fn session(
             _ = &mut stop => {
                 client.leave().await;
                 break Ended::Stopped;
+            }
+            Ok(()) = mute.changed() => {
+                let muted = *mute.borrow_and_update();
+                tracing::info!(%call, muted, "microphone");
+                publisher.set_muted(muted);
             }
             ev = sig.recv() => {
                 let Some(ev) = ev else { break Ended::Lost("signalling ended".into()) };

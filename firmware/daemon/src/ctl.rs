@@ -19,6 +19,8 @@ pub enum Command {
     Join,
     Leave,
     Toggle,
+    /// Mute or unmute the microphone of the current call.
+    Mute,
     Status,
 }
 
@@ -73,6 +75,10 @@ pub struct Status {
     /// error), when the room drives one.
     #[serde(default)]
     pub screen: Option<String>,
+    /// The microphone of the current call is muted: nothing audible leaves
+    /// the room.
+    #[serde(default)]
+    pub muted: bool,
 }
 
 /// The room's view of the district server.

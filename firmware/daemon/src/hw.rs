@@ -66,6 +66,14 @@ pub fn led_pattern(state: &State) -> LedPattern {
     }
 }
 
+/// [`led_pattern`], with the call's microphone muted or not.
+pub fn led_pattern_muted(state: &State, muted: bool) -> LedPattern {
+    match led_pattern(state) {
+        LedPattern::InCall if muted => LedPattern::Muted,
+        p => p,
+    }
+}
+
 /// One line for `systemctl status diemcau`.
 pub fn status_line(state: &State) -> String {
     match state {

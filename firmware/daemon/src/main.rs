@@ -60,6 +60,8 @@ enum Action {
     Leave,
     /// Join if idle, leave if in a call (the remote's OK button).
     Toggle,
+    /// Mute or unmute the microphone of the call (the remote's Mute key).
+    Mute,
     /// Show state, room, peers and call statistics.
     Status,
 }
@@ -161,6 +163,7 @@ fn main() -> ExitCode {
                 Action::Join => Command::Join,
                 Action::Leave => Command::Leave,
                 Action::Toggle => Command::Toggle,
+                Action::Mute => Command::Mute,
                 Action::Status => Command::Status,
             };
             match rt.block_on(ctl::request(&socket, cmd)) {

@@ -226,6 +226,8 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         }
     });
     let mut convened: Option<(String, Instant)> = None;
+    // The microphone switch of whichever call runs; every call starts unmuted.
+    let (mute_tx, mute_rx) = tokio::sync::watch::channel(false);
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<(CallId, ConferenceEvent)>();
     let status = Arc::new(Mutex::new(CallStatus::default()));
     let mut calls: Vec<CallHandle> = Vec::new();
@@ -251,6 +253,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                     Command::Join => Some(Input::Join),
                     Command::Leave => Some(Input::Leave),
                     Command::Toggle => Some(Input::Toggle),
+                    Command::Mute => Some(Input::ToggleMute),
                     Command::Status => None,
                 };
                 if let Some(i) = input {
@@ -315,13 +318,22 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                             },
                         ))
                     });
+                    let _ = mute_tx.send(false);
                     calls.push(call::spawn(
                         call_cfg.clone(),
                         target,
                         call,
                         ev_tx.clone(),
                         status.clone(),
+                        mute_rx.clone(),
                     ));
+                }
+                Output::Mute(muted) => {
+                    tracing::info!(muted, "microphone");
+                    let _ = mute_tx.send(muted);
+                    if let Some(g) = gpio.as_ref() {
+                        let _ = g.led.send(hw::led_pattern_muted(room.state(), muted));
+                    }
                 }
                 Output::EndCall { call } => {
                     for c in calls.iter_mut().filter(|c| c.call == call) {
@@ -332,7 +344,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                     log_state(&state);
                     supervision.state_changed(&state);
                     if let Some(g) = gpio.as_ref() {
-                        let _ = g.led.send(hw::led_pattern(&state));
+                        let _ = g.led.send(hw::led_pattern_muted(&state, room.muted()));
                     }
                     if let Some(d) = district.as_ref() {
                         d.report_transition(last_state, &state, room.meeting());
@@ -361,6 +373,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             (st.camera, st.microphone) = crate::devices::status(&call_cfg.media, devices);
             st.district = district.as_ref().map(|d| d.status());
             st.screen = screen.as_ref().and_then(|s| s.kind()).map(String::from);
+            st.muted = room.muted();
             let _ = reply.send(st);
         }
     }
@@ -451,7 +464,7 @@ fn screen_view(
         district: district_status.as_ref(),
         peers: &s.peers,
         link,
-        muted: false,
+        muted: room.muted(),
         device_problem,
     })
 }
@@ -505,6 +518,7 @@ fn build_status(
         camera: None,
         microphone: None,
         screen: None,
+        muted: false,
     }
 }
 
