@@ -292,6 +292,8 @@ pub struct RoomSpec {
     pub janus_url: String,
     pub video_out: String,
     pub extra_media: String,
+    /// More keys of the `[control]` section (e.g. where the remotes are).
+    pub extra_control: String,
     /// Draw time stamps into the picture (latency measurement).
     pub stamp: bool,
 }
@@ -305,6 +307,7 @@ impl RoomSpec {
             janus_url: janus.ws_url.clone(),
             video_out: "none".into(),
             extra_media: String::new(),
+            extra_control: String::new(),
             stamp: true,
         }
     }
@@ -418,7 +421,8 @@ impl Daemon {
         fs::write(
             &config,
             format!(
-                "[room]\nname = \"{name}\"\nboard = \"sim\"\n\n[conference]\njanus_url = \"{url}\"\nroom_id = {room}\n{pin}\n[media]\nvideo_out = \"{vo}\"\npng_dir = \"{png}\"\naudio_out = \"none\"\nstamp_frames = {stamp}\n{extra}\n[control]\nsocket = \"{sock}\"\n",
+                "[room]\nname = \"{name}\"\nboard = \"sim\"\n\n[conference]\njanus_url = \"{url}\"\nroom_id = {room}\n{pin}\n[media]\nvideo_out = \"{vo}\"\npng_dir = \"{png}\"\naudio_out = \"none\"\nstamp_frames = {stamp}\n{extra}\n[control]\nsocket = \"{sock}\"\n{control}",
+                control = spec.extra_control,
                 name = spec.name,
                 url = spec.janus_url,
                 room = spec.room_id,

@@ -674,6 +674,8 @@ struct Manager {
     /// Nodes already logged as rejected or unopenable, so a 2 s rescan does not flood
     /// the journal.
     reported: HashSet<PathBuf>,
+    /// The last scan error logged (a board without `/dev/input` logs it once).
+    scan_error: Option<String>,
 }
 
 impl Manager {
@@ -682,10 +684,15 @@ impl Manager {
         let devices = match scan(&cfg.dev_root, &cfg.sys_root, cfg.layout, &cfg.filter) {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot scan input devices");
+                let text = e.to_string();
+                if self.scan_error.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(error = %text, "cannot scan input devices; trying again every {:?}", cfg.rescan_every);
+                    self.scan_error = Some(text);
+                }
                 return;
             }
         };
+        self.scan_error = None;
         for dev in devices {
             if self.open.values().any(|p| *p == dev.node) {
                 continue;
@@ -728,6 +735,7 @@ async fn manage(config: EvdevConfig, tx: mpsc::Sender<KeyEvent>) {
         readers: JoinSet::new(),
         open: HashMap::new(),
         reported: HashSet::new(),
+        scan_error: None,
     };
     let mut next_scan = tokio::time::Instant::now();
     loop {

@@ -27,6 +27,8 @@
 //!
 //! [control]
 //! socket = "/run/diemcau/ctl.sock"
+//! remote = true                     # remotes from /dev/input (input_dir,
+//!                                   # input_sysfs: where to look)
 //!
 //! [hardware]                        # optional, per board
 //! watchdog = "/dev/watchdog"        # pet the hardware watchdog
@@ -126,6 +128,10 @@ pub struct RawMedia {
 #[serde(deny_unknown_fields)]
 pub struct RawControl {
     pub socket: Option<PathBuf>,
+    /// Read remote controls (USB RF remotes, IR receivers) from evdev.
+    pub remote: Option<bool>,
+    pub input_dir: Option<PathBuf>,
+    pub input_sysfs: Option<PathBuf>,
 }
 
 /// Where received video goes, as configured.
@@ -196,6 +202,8 @@ pub struct Config {
     /// Which camera and microphone to capture from.
     pub devices: DevicesConfig,
     pub socket: PathBuf,
+    /// Where to look for remotes; `None`: no remote.
+    pub remote: Option<crate::remote::RemoteConfig>,
     pub district: Option<DistrictConfig>,
     pub hardware: HardwareConfig,
 }
@@ -498,6 +506,13 @@ impl Config {
             stamp_frames: raw.media.stamp_frames.unwrap_or(false),
             utc_offset_min,
             encoder,
+            remote: raw.control.remote.unwrap_or(true).then(|| {
+                let d = crate::remote::RemoteConfig::default();
+                crate::remote::RemoteConfig {
+                    dev_root: raw.control.input_dir.clone().unwrap_or(d.dev_root),
+                    sys_root: raw.control.input_sysfs.clone().unwrap_or(d.sys_root),
+                }
+            }),
             socket: raw
                 .control
                 .socket

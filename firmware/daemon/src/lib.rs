@@ -9,6 +9,7 @@ pub mod ctl;
 pub mod devices;
 pub mod district;
 pub mod hw;
+pub mod remote;
 pub mod run;
 pub mod screen;
 

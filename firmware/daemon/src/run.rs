@@ -152,6 +152,7 @@ pub fn self_test(
         devices: Default::default(),
         district: None,
         socket: Default::default(),
+        remote: None,
         hardware: Default::default(),
     };
     let b = board(&cfg)?;
@@ -226,6 +227,8 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         }
     });
     let mut convened: Option<(String, Instant)> = None;
+    let mut keys = cfg.remote.as_ref().map(crate::remote::spawn);
+    let mut key_policy = crate::remote::KeyPolicy::default();
     // The microphone switch of whichever call runs; every call starts unmuted.
     let (mute_tx, mute_rx) = tokio::sync::watch::channel(false);
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<(CallId, ConferenceEvent)>();
@@ -269,6 +272,22 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                 }
             }
             _ = tokio::time::sleep(sleep) => room.handle_input(now_ms(started), Input::Tick),
+            key = recv_key(&mut keys) => match key {
+                Some(key) => {
+                    use crate::remote::KeyAction;
+                    match key_policy.on_key(now_ms(started), room.state(), key) {
+                        KeyAction::Input(input) => {
+                            tracing::info!(key = %key.key, ?input, "remote");
+                            room.handle_input(now_ms(started), input);
+                        }
+                        KeyAction::ConfirmLeave => {
+                            tracing::info!(key = %key.key, "remote: press again to leave");
+                        }
+                        KeyAction::Ignored => tracing::debug!(key = %key.key, "remote key ignored"),
+                    }
+                }
+                None => keys = None,
+            },
             input = recv_gpio(&mut gpio) => match input {
                 Some(input) => room.handle_input(now_ms(started), input),
                 None => gpio = None,
@@ -529,6 +548,15 @@ struct District {
     problem: Option<String>,
     last_heartbeat: Option<Instant>,
     heartbeat_every: Duration,
+}
+
+async fn recv_key(
+    keys: &mut Option<mpsc::Receiver<diemcau_control::keys::KeyEvent>>,
+) -> Option<diemcau_control::keys::KeyEvent> {
+    match keys {
+        Some(k) => k.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn recv_gpio(gpio: &mut Option<hw::Gpio>) -> Option<Input> {

@@ -1,0 +1,155 @@
+//! What the room does with the remote's keys: a small sans-IO policy (time
+//! is an input) between [`diemcau_control::keys::KeyEvent`]s from any remote
+//! (evdev RF remotes and IR receivers, later the TV remote through CEC) and
+//! the room's inputs.
+//!
+//! * OK (and the green Call key) joins when idle, leaves when in a call.
+//! * Mute mutes or unmutes the microphone of the call.
+//! * Back (and the red Hang-up key) leaves, but only when pressed twice
+//!   within [`CONFIRM_MS`]: a remote picked up by a child must not drop the
+//!   district meeting.
+//!
+//! Autorepeats never toggle anything.
+
+use std::path::PathBuf;
+
+use diemcau_control::evdev::{EvdevConfig, EvdevRemote};
+use diemcau_control::keys::{KeyEvent, KeyMap, KeyPhase, RemoteKey, RemoteSource};
+use diemcau_core::{Input, State};
+use tokio::sync::mpsc;
+
+/// Back must be pressed again within this to leave.
+pub const CONFIRM_MS: u64 = 3_000;
+
+/// The key policy's memory: a pending leave confirmation.
+#[derive(Debug, Default)]
+pub struct KeyPolicy {
+    confirm_until: Option<u64>,
+}
+
+/// What a key did, for logs and `ctl status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyAction {
+    Input(Input),
+    /// Back pressed once in a call: press again to leave.
+    ConfirmLeave,
+    Ignored,
+}
+
+impl KeyPolicy {
+    /// The room input for `key` at `now_ms` in `state`.
+    pub fn on_key(&mut self, now_ms: u64, state: &State, key: KeyEvent) -> KeyAction {
+        if key.phase == KeyPhase::Repeat {
+            return KeyAction::Ignored;
+        }
+        let in_call = matches!(
+            state,
+            State::Joining { .. } | State::InCall { .. } | State::Retrying { .. }
+        );
+        match key.key {
+            RemoteKey::Ok | RemoteKey::Call => {
+                self.confirm_until = None;
+                KeyAction::Input(Input::Toggle)
+            }
+            RemoteKey::Mute => KeyAction::Input(Input::ToggleMute),
+            RemoteKey::Back | RemoteKey::HangUp if in_call => match self.confirm_until {
+                Some(until) if now_ms <= until => {
+                    self.confirm_until = None;
+                    KeyAction::Input(Input::Leave)
+                }
+                _ => {
+                    self.confirm_until = Some(now_ms + CONFIRM_MS);
+                    KeyAction::ConfirmLeave
+                }
+            },
+            _ => KeyAction::Ignored,
+        }
+    }
+
+    /// A leave confirmation is pending at `now_ms`.
+    pub fn confirming(&self, now_ms: u64) -> bool {
+        self.confirm_until.is_some_and(|u| now_ms <= u)
+    }
+}
+
+/// Where the remotes are: the kernel's input device folders, or a test's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteConfig {
+    pub dev_root: PathBuf,
+    pub sys_root: PathBuf,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        RemoteConfig {
+            dev_root: PathBuf::from("/dev/input"),
+            sys_root: PathBuf::from("/sys/class/input"),
+        }
+    }
+}
+
+/// Starts reading every remote-like input device (plugged in now or
+/// later) and hands their keys over on a channel.
+pub fn spawn(cfg: &RemoteConfig) -> mpsc::Receiver<KeyEvent> {
+    let (tx, rx) = mpsc::channel(32);
+    let mut remote = EvdevRemote::spawn(EvdevConfig {
+        dev_root: cfg.dev_root.clone(),
+        sys_root: cfg.sys_root.clone(),
+        keymap: KeyMap::default(),
+        ..EvdevConfig::default()
+    });
+    tokio::spawn(async move {
+        while let Some(k) = remote.next_key().await {
+            if tx.send(k).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diemcau_core::CallId;
+
+    #[test]
+    fn ok_toggles_mute_mutes_and_repeats_do_nothing() {
+        let mut p = KeyPolicy::default();
+        let idle = State::Idle;
+        assert_eq!(
+            p.on_key(0, &idle, KeyEvent::pressed(RemoteKey::Ok)),
+            KeyAction::Input(Input::Toggle)
+        );
+        assert_eq!(
+            p.on_key(0, &idle, KeyEvent::repeat(RemoteKey::Ok)),
+            KeyAction::Ignored
+        );
+        assert_eq!(
+            p.on_key(0, &idle, KeyEvent::pressed(RemoteKey::Mute)),
+            KeyAction::Input(Input::ToggleMute)
+        );
+        assert_eq!(
+            p.on_key(0, &idle, KeyEvent::pressed(RemoteKey::Back)),
+            KeyAction::Ignored,
+            "Back means nothing when idle"
+        );
+    }
+
+    #[test]
+    fn back_leaves_only_when_confirmed_in_time() {
+        let mut p = KeyPolicy::default();
+        let call = State::InCall { call: CallId(1) };
+        let back = KeyEvent::pressed(RemoteKey::Back);
+        assert_eq!(p.on_key(1_000, &call, back), KeyAction::ConfirmLeave);
+        assert!(p.confirming(2_000));
+        // Too late: this press asks again.
+        assert_eq!(p.on_key(5_000, &call, back), KeyAction::ConfirmLeave);
+        assert_eq!(p.on_key(6_000, &call, back), KeyAction::Input(Input::Leave));
+        assert!(!p.confirming(6_001));
+        // OK in between cancels a pending confirmation.
+        assert_eq!(p.on_key(7_000, &call, back), KeyAction::ConfirmLeave);
+        p.on_key(7_100, &call, KeyEvent::pressed(RemoteKey::Ok));
+        assert_eq!(p.on_key(7_200, &call, back), KeyAction::ConfirmLeave);
+    }
+}
