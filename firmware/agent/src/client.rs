@@ -1,9 +1,8 @@
 //! The HTTP client for the district server: enrolment (unsigned) and
 //! Ed25519-signed device requests (see `diemcau_ops_api::auth`).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use diemcau_ops_api::auth::{SignedHeader, canonical_message};
@@ -92,8 +91,57 @@ pub struct OpsClient {
     http: reqwest::Client,
     base: String,
     creds: Option<Credentials>,
-    /// server clock minus local clock, milliseconds.
-    offset_ms: Arc<AtomicI64>,
+    /// The server's clock, shared by the clones of this client.
+    clock: Arc<Mutex<ServerClock>>,
+}
+
+/// The district server's clock as the device knows it: the server time
+/// last learnt and the monotonic instant it was learnt at. A jump of the
+/// board's wall clock (NTP stepping it after a boot without RTC, a bad RTC,
+/// someone running `date`) does not move it: meetings start by the
+/// server's clock and signed requests keep their time stamps. Until the
+/// server has been heard, it is the local wall clock.
+#[derive(Debug, Default)]
+struct ServerClock {
+    /// Server time in milliseconds at the instant.
+    anchor: Option<(i64, Instant)>,
+}
+
+impl ServerClock {
+    /// Server time estimate in milliseconds; `local_ms` is the wall clock
+    /// read at `now`.
+    fn now_ms(&self, local_ms: i64, now: Instant) -> i64 {
+        match self.anchor {
+            Some((ms, at)) => {
+                let since = now.saturating_duration_since(at).as_millis();
+                ms.saturating_add(i64::try_from(since).unwrap_or(i64::MAX))
+            }
+            None => local_ms,
+        }
+    }
+
+    /// The server said its time is `server_s` (whole seconds).
+    fn learn(&mut self, server_s: i64, local_ms: i64, now: Instant) {
+        let server_ms = server_s.saturating_mul(1000);
+        // Only correct when the difference is larger than the second of
+        // rounding; keeps signatures stable on a well-synchronised board.
+        if server_ms
+            .saturating_sub(self.now_ms(local_ms, now))
+            .saturating_abs()
+            > 2000
+        {
+            self.anchor = Some((server_ms, now));
+        } else if self.anchor.is_none() {
+            // The wall clock agrees with the server: keep its milliseconds,
+            // carried on by the monotonic clock from now on.
+            self.anchor = Some((local_ms, now));
+        }
+    }
+
+    /// The server refused a request as skewed and said its time.
+    fn set(&mut self, server_s: i64, now: Instant) {
+        self.anchor = Some((server_s.saturating_mul(1000), now));
+    }
 }
 
 /// Current local unix time in milliseconds.
@@ -126,7 +174,7 @@ impl OpsClient {
             http,
             base: base.trim_end_matches('/').to_owned(),
             creds,
-            offset_ms: Arc::new(AtomicI64::new(0)),
+            clock: Arc::default(),
         })
     }
 
@@ -145,21 +193,25 @@ impl OpsClient {
 
     /// Server time estimate, unix seconds.
     pub fn server_now(&self) -> i64 {
-        (local_now_ms() + self.offset_ms.load(Ordering::Relaxed)) / 1000
+        self.server_now_ms().div_euclid(1000)
+    }
+
+    fn server_now_ms(&self) -> i64 {
+        self.server_clock().now_ms(local_now_ms(), Instant::now())
+    }
+
+    fn server_clock(&self) -> std::sync::MutexGuard<'_, ServerClock> {
+        self.clock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn learn_time(&self, server_time_s: i64) {
-        let off = server_time_s * 1000 - local_now_ms();
-        // Only correct when the difference is larger than the second of
-        // rounding; keeps signatures stable on a well-synchronised board.
-        if (off - self.offset_ms.load(Ordering::Relaxed)).abs() > 2000 {
-            self.offset_ms.store(off, Ordering::Relaxed);
-        }
+        self.server_clock()
+            .learn(server_time_s, local_now_ms(), Instant::now());
     }
 
     fn sign(&self, method: &str, path: &str, body: &[u8]) -> Option<String> {
         let creds = self.creds.as_ref()?;
-        let ts_ms = local_now_ms() + self.offset_ms.load(Ordering::Relaxed);
+        let ts_ms = self.server_now_ms();
         let nonce = random_token(12);
         let msg = canonical_message(method, path, ts_ms, &nonce, body);
         let h = SignedHeader {
@@ -212,8 +264,7 @@ impl OpsClient {
                     if error.code == "clock_skew" && attempt == 1 =>
                 {
                     if let Some(t) = error.server_time {
-                        self.offset_ms
-                            .store(t * 1000 - local_now_ms(), Ordering::Relaxed);
+                        self.server_clock().set(t, Instant::now());
                     }
                 }
                 other => return other,
@@ -356,4 +407,59 @@ async fn decode<T: DeserializeOwned>(
         status: status.as_u16(),
         error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_796_000_000;
+
+    #[test]
+    fn server_clock_follows_the_server_not_a_jumping_wall_clock() {
+        let t0 = Instant::now();
+        let mut c = ServerClock::default();
+        // Not heard yet: the wall clock.
+        assert_eq!(c.now_ms(S * 1000, t0), S * 1000);
+        // The board is an hour behind; the server says so.
+        c.learn(S, (S - 3600) * 1000, t0);
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(c.now_ms((S - 3590) * 1000, t1), (S + 10) * 1000);
+        // NTP steps the wall clock forward two hours, then back three:
+        // the server's time goes on by the monotonic clock.
+        assert_eq!(c.now_ms((S + 7210) * 1000, t1), (S + 10) * 1000);
+        assert_eq!(c.now_ms((S - 10_000) * 1000, t1), (S + 10) * 1000);
+        // The server confirming within its rounding changes nothing.
+        c.learn(S + 10, 0, t1);
+        assert_eq!(c.now_ms(0, t1), (S + 10) * 1000);
+        // A server that really moved (its clock was corrected) is followed.
+        c.learn(S + 100, 0, t1);
+        assert_eq!(c.now_ms(0, t1), (S + 100) * 1000);
+        c.set(S + 200, t1);
+        assert_eq!(c.now_ms(0, t1), (S + 200) * 1000);
+    }
+
+    #[test]
+    fn a_synchronised_board_keeps_its_milliseconds() {
+        let t0 = Instant::now();
+        let mut c = ServerClock::default();
+        c.learn(S, S * 1000 + 700, t0);
+        assert_eq!(
+            c.now_ms(0, t0 + Duration::from_millis(300)),
+            S * 1000 + 1000
+        );
+    }
+
+    #[test]
+    fn absurd_server_times_do_not_overflow() {
+        let t0 = Instant::now();
+        let mut c = ServerClock::default();
+        c.learn(i64::MIN, i64::MAX, t0);
+        let mut c = ServerClock::default();
+        c.learn(i64::MAX, 0, t0);
+        let _ = c.now_ms(0, t0 + Duration::from_secs(1));
+        c.set(i64::MIN, t0);
+        let _ = c.now_ms(i64::MIN, t0);
+        c.learn(i64::MIN, i64::MAX, t0);
+    }
 }
