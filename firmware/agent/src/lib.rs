@@ -183,6 +183,8 @@ struct Files {
 struct Status {
     heartbeat: Option<Heartbeat>,
     reachable: Option<bool>,
+    /// Why the last exchange with ops failed, while it is unreachable.
+    unreachable: Option<String>,
     schedule: ScheduleCache,
     identity: Option<StoredIdentity>,
     queue: EventQueue,
@@ -355,6 +357,12 @@ impl Agent {
         lock(&self.inner.status).reachable == Some(true)
     }
 
+    /// Why ops cannot be reached (the error and its causes, e.g. a name
+    /// that does not resolve), while it is unreachable.
+    pub fn unreachable_reason(&self) -> Option<String> {
+        lock(&self.inner.status).unreachable.clone()
+    }
+
     /// Events not yet acknowledged by ops.
     pub fn pending_events(&self) -> usize {
         lock(&self.inner.status).queue.events.len()
@@ -380,9 +388,27 @@ impl Agent {
         }
     }
 
+    /// Ops could not be reached because of `e`: kept for the status, and
+    /// logged when the reason changes.
+    fn set_unreachable(&self, e: &ClientError) {
+        let why = error_chain(e);
+        let changed = {
+            let mut st = lock(&self.inner.status);
+            st.unreachable.replace(why.clone()).as_ref() != Some(&why)
+        };
+        // Discovery failures have their own, rate-limited, warning.
+        if changed && !matches!(e, ClientError::Discovery(_)) {
+            tracing::warn!(error = %why, "district server unreachable");
+        }
+        self.set_reachable(false);
+    }
+
     fn set_reachable(&self, ok: bool) {
         let prev = {
             let mut st = lock(&self.inner.status);
+            if ok {
+                st.unreachable = None;
+            }
             st.reachable.replace(ok)
         };
         if prev != Some(ok) {
@@ -472,7 +498,7 @@ impl Agent {
                         }
                     }
                     let wait = if e.is_transient() {
-                        self.set_reachable(false);
+                        self.set_unreachable(&e);
                         self.inner.config.retry_interval
                     } else {
                         tracing::error!(error = %e, "enrolment refused");
@@ -651,7 +677,7 @@ impl Agent {
                 Err(e) if e.is_revoked() => return self.revoke(),
                 Err(e) if e.is_transient() => {
                     tracing::debug!(error = %e, "heartbeat failed");
-                    self.set_reachable(false);
+                    self.set_unreachable(&e);
                 }
                 Err(e) => tracing::warn!(error = %e, "heartbeat refused"),
             }
@@ -791,5 +817,72 @@ impl Agent {
                 _ = stop.changed() => return,
             }
         }
+    }
+}
+
+/// `e` and its causes, `: `-separated (a request error alone says little:
+/// "error sending request"; its causes say "failed to lookup address").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let s_text = s.to_string();
+        if !out.ends_with(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        src = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_names_every_cause_once() {
+        let source = serde_json::from_str::<u8>("x").expect_err("not JSON");
+        let text = source.to_string();
+        let e = ClientError::Decode {
+            path: "/api/v1/device/schedule".into(),
+            source,
+        };
+        assert_eq!(
+            error_chain(&e),
+            format!("unexpected answer from district server on /api/v1/device/schedule: {text}")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_explained() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let prov = dir.path().join("provision.toml");
+        // Port 1 on loopback: refused at once, nothing leaves the machine.
+        std::fs::write(
+            &prov,
+            "district_url = \"http://127.0.0.1:1\"\nclaim_token = \"t\"\n",
+        )
+        .expect("write");
+        let cfg = AgentConfig::new(dir.path().join("state"), &prov, "SN1", "sim");
+        let (agent, _rx) = Agent::start(cfg).await.expect("starts");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let why = loop {
+            if let Some(w) = agent.unreachable_reason() {
+                break w;
+            }
+            assert!(Instant::now() < deadline, "no reason given");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        agent.shutdown();
+        assert!(!agent.is_reachable());
+        assert!(
+            why.starts_with("district server unreachable at http://127.0.0.1:1"),
+            "{why}"
+        );
+        assert!(
+            why.to_lowercase().contains("refused"),
+            "the cause is named: {why}"
+        );
     }
 }

@@ -735,7 +735,11 @@ impl District {
             enrolled: self.agent.device_id().is_some(),
             device_id: self.agent.device_id(),
             reachable: self.agent.is_reachable(),
-            problem: self.problem.clone(),
+            // Revoked or refused first; else why ops cannot be reached.
+            problem: self
+                .problem
+                .clone()
+                .or_else(|| self.agent.unreachable_reason()),
             meetings: self.agent.schedule().len(),
             next_meeting: next.map(|m| m.title.clone()),
             next_meeting_starts_at: next.map(|m| m.starts_at),
