@@ -474,6 +474,7 @@ fn screen_view(
     };
     crate::screen::screen_state(&crate::screen::View {
         state: room.state(),
+        last_error: room.last_error(),
         commune: &cfg.room_name,
         now_unix_s,
         utc_offset_min: cfg.utc_offset_min,

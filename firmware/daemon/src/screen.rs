@@ -20,10 +20,17 @@ use crate::ctl::{DistrictStatus, PeerStatus};
 /// came on, then gives way to the call).
 pub const INCOMING_SECS: i64 = 3;
 
+/// From this attempt on, a room that keeps failing to join shows why
+/// instead of "joining" (one failed attempt is often a blip: a dropped call
+/// coming back).
+pub const REASON_FROM_ATTEMPT: u32 = 3;
+
 /// Everything the screen depends on, gathered by the run loop.
 #[derive(Debug, Clone)]
 pub struct View<'a> {
     pub state: &'a State,
+    /// The room's most recent failure (kept while it tries again).
+    pub last_error: Option<&'a str>,
     pub commune: &'a str,
     /// Wall clock, Unix seconds.
     pub now_unix_s: i64,
@@ -56,7 +63,11 @@ pub fn clock_text(unix_s: i64, offset_min: i32) -> String {
 /// What staff should do about a room error, bilingual.
 fn advice(reason: &str) -> &'static str {
     let r = reason.to_ascii_lowercase();
-    if r.contains("pin") || r.contains("secret") || r.contains("no such room") {
+    if r.contains("pin")
+        || r.contains("secret")
+        || r.contains("no such room")
+        || r.contains("name or service not known")
+    {
         "Báo cán bộ CNTT huyện / Tell the district IT office"
     } else if r.contains("camera") || r.contains("microphone") {
         "Kiểm tra dây camera và loa / Check the camera and speaker cables"
@@ -81,7 +92,22 @@ pub fn screen_state(v: &View<'_>) -> ScreenState {
             .clone()
             .unwrap_or_else(|| "Hội nghị trực tuyến / Online meeting".into())
     };
+    let retrying = |attempt: u32, reason: &str| ScreenState::Error {
+        reason: format!("Đang thử lại (lần {attempt}) / Retrying (attempt {attempt}): {reason}"),
+        advice: advice(reason).into(),
+    };
     match v.state {
+        State::Retrying {
+            attempt, reason, ..
+        } if *attempt >= REASON_FROM_ATTEMPT => retrying(*attempt, reason),
+        // Between two failed attempts the screen keeps saying why.
+        State::Joining { attempt, .. } if *attempt >= REASON_FROM_ATTEMPT => match v.last_error {
+            Some(reason) => retrying(*attempt, reason),
+            None => ScreenState::Joining {
+                commune: v.commune.to_string(),
+                meeting: meeting(),
+            },
+        },
         State::Joining { .. } | State::Retrying { .. } => ScreenState::Joining {
             commune: v.commune.to_string(),
             meeting: meeting(),
@@ -221,6 +247,7 @@ mod tests {
     fn view(state: &State) -> View<'_> {
         View {
             state,
+            last_error: None,
             commune: "Điểm cầu xã Tiền Phong",
             now_unix_s: 1_796_000_000,
             utc_offset_min: 420,
@@ -339,6 +366,48 @@ mod tests {
         assert_eq!(large, Some((3, "Huyện".into())));
         assert_eq!(strip, vec![(9, "Xã B".into())]);
         assert!(muted);
+    }
+
+    #[test]
+    fn a_room_that_keeps_failing_says_why() {
+        const WHY: &str = "cannot connect to the conference server at ws://janus.huyen.example:8188/: IO error: failed to lookup address information: Name or service not known";
+        let first = State::Retrying {
+            attempt: 2,
+            at: 0,
+            reason: WHY.into(),
+        };
+        assert_eq!(kind(&screen_state(&view(&first))), "joining", "one blip");
+        let again = State::Retrying {
+            attempt: REASON_FROM_ATTEMPT,
+            at: 0,
+            reason: WHY.into(),
+        };
+        let ScreenState::Error { reason, advice } = screen_state(&view(&again)) else {
+            panic!("error screen");
+        };
+        assert!(reason.contains("Retrying (attempt 3)"), "{reason}");
+        assert!(reason.contains("lookup address information"), "{reason}");
+        assert!(
+            advice.contains("district IT"),
+            "a name is the district's: {advice}"
+        );
+        // The short joining attempt in between keeps the reason up.
+        let joining = State::Joining {
+            call: CallId(4),
+            attempt: REASON_FROM_ATTEMPT,
+        };
+        let mut v = view(&joining);
+        v.last_error = Some(WHY);
+        assert_eq!(screen_state(&v), screen_state(&view(&again)));
+        v.last_error = None;
+        assert_eq!(kind(&screen_state(&v)), "joining");
+        let early = State::Joining {
+            call: CallId(2),
+            attempt: 2,
+        };
+        let mut v = view(&early);
+        v.last_error = Some(WHY);
+        assert_eq!(kind(&screen_state(&v)), "joining");
     }
 
     #[test]
