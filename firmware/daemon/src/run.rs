@@ -453,10 +453,14 @@ fn screen_view(
         })
     });
     use diemcau_media::screen::LinkQuality;
-    let now_unix_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    // The clock meetings start by (the district server's, once heard): the
+    // countdown agrees with the join even if the board's clock is wrong.
+    let now_unix_s = district.map(District::now_s).unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    });
     let meeting_title = room
         .meeting()
         .and_then(|id| district?.meetings.get(id))
