@@ -18,6 +18,8 @@ PACKAGES=(
   janus
   # network namespaces, shaping and loss for tests
   iproute2 nftables
+  # fault tests: a daemon's own wall clock, moved while it runs (libfaketime)
+  faketime
   # district server stores and the fleet page's browser tests
   sqlite3 postgresql chromium
   # mDNS discovery test against an independent implementation

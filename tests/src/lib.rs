@@ -19,6 +19,7 @@ use anyhow::{Context, Result, bail};
 
 pub use diemcau_daemon::ctl::{Command as CtlCommand, Status};
 
+pub mod faults;
 pub mod netlab;
 pub mod ops;
 
@@ -399,10 +400,17 @@ pub struct Daemon {
     pub config: PathBuf,
     pub log: PathBuf,
     pub name: String,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
     pub fn start(dir: &Path, spec: &RoomSpec) -> Result<Daemon> {
+        Self::start_with_env(dir, spec, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment for the daemon's process
+    /// (e.g. [`faults::FakeClock::env`]).
+    pub fn start_with_env(dir: &Path, spec: &RoomSpec, env: &[(String, String)]) -> Result<Daemon> {
         let n = ROOM_IP.fetch_add(1, Ordering::Relaxed);
         let slug: String = spec
             .name
@@ -440,6 +448,7 @@ impl Daemon {
             config,
             log,
             name: spec.name.clone(),
+            env: env.to_vec(),
         };
         d.spawn()?;
         Ok(d)
@@ -455,6 +464,7 @@ impl Daemon {
                 "DIEMCAU_LOG",
                 std::env::var("DIEMCAU_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
