@@ -34,7 +34,7 @@ use diemcau_board::{BoardProfile, ElementSpec};
 pub use feed::{DeviceState, DeviceStatus};
 pub use picture::PictureStats;
 pub use publisher::Publisher;
-pub use stats::{ReceiveStats, RtpStats};
+pub use stats::{ReceiveStats, RemoteReport, RtpStats, SendStats, StreamSend};
 pub use subscriber::Subscriber;
 pub use webrtc::MediaEvent;
 

@@ -178,6 +178,43 @@ pub struct RtpStats {
     pub jitter_ms: Option<f64>,
 }
 
+/// One of our outgoing media streams (the payloader's SSRC), as webrtcbin
+/// reports it. Retransmissions travel on streams of their own and count only
+/// in [`SendStats::rtp`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StreamSend {
+    pub ssrc: u32,
+    pub bytes_sent: u64,
+    pub packets_sent: u64,
+    /// The latest RTCP report block about this stream from the far end.
+    pub remote: Option<RemoteReport>,
+}
+
+/// One RTCP report block about a stream we send, as the far end (Janus)
+/// last sent it. The counters are cumulative: a new report shows as a
+/// higher `ext_highest_seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RemoteReport {
+    /// Extended highest sequence number the far end has received.
+    pub ext_highest_seq: u32,
+    /// Packets lost since the stream began (may go down with duplicates).
+    pub packets_lost: i64,
+    /// Fraction lost over the interval before this report, 0.0..=1.0.
+    pub fraction_lost: f64,
+    /// Round-trip time computed from this report, milliseconds.
+    pub rtt_ms: Option<f64>,
+}
+
+/// A publisher's statistics: the totals shown in status, and the audio and
+/// video streams on their own for the sender adaptation
+/// ([`crate::adapt::LinkMeter`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SendStats {
+    pub rtp: RtpStats,
+    pub video: Option<StreamSend>,
+    pub audio: Option<StreamSend>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
