@@ -15,7 +15,9 @@ use diemcau_media::{
     DeviceStatus, MediaError, MediaEvent, MediaSettings, Publisher, RtpStats, Subscriber,
 };
 
-use crate::ctl::PeerStatus;
+use diemcau_media::adapt::{self, Controller, LinkMeter, Target};
+
+use crate::ctl::{AdaptStatus, PeerStatus};
 
 /// What a call needs to know, fixed for the daemon's life.
 #[derive(Debug, Clone)]
@@ -31,6 +33,8 @@ pub struct CallStatus {
     pub peers: Vec<PeerStatus>,
     pub send: RtpStats,
     pub send_bitrate_kbps: f64,
+    /// What the sender adaptation does with our video, and why.
+    pub adapt: Option<AdaptStatus>,
     /// What our camera and microphone are doing (the publisher's feeds).
     pub camera: Option<DeviceStatus>,
     pub microphone: Option<DeviceStatus>,
@@ -177,8 +181,10 @@ async fn session(
     // Start the camera and encoder first: they warm up while we talk to
     // the server (four round trips, long ones on a poor link).
     let (mtx, mut mrx) = mpsc::unbounded_channel();
-    let publisher = Publisher::start(&cfg.media, tagged(mtx.clone(), Tag::Publisher))?;
+    let mut publisher = Publisher::start(&cfg.media, tagged(mtx.clone(), Tag::Publisher))?;
     publisher.set_muted(*mute.borrow_and_update());
+    // The sender adaptation, fed once a second from the far end's reports.
+    let mut adaptation = Adaptation::new(&cfg.media, publisher.top_step());
     let (client, mut sig) = tokio::select! {
         r = JanusClient::connect(url, room.clone()) => r?,
         _ = &mut stop => return Ok(Ended::Stopped),
@@ -280,7 +286,16 @@ async fn session(
             }
             _ = ticker.tick() => {
                 let now = Instant::now();
-                let send = publisher.stats().await.unwrap_or_default();
+                let send = match publisher.stats().await {
+                    Ok(stats) => {
+                        adaptation.tick(&mut publisher, &stats, call);
+                        stats.rtp
+                    }
+                    Err(e) => {
+                        tracing::debug!(%call, error = %e, "no publisher statistics");
+                        RtpStats::default()
+                    }
+                };
                 let dt = now.duration_since(last_sent.1).as_secs_f64().max(0.001);
                 let send_kbps = send.bytes_sent.saturating_sub(last_sent.0) as f64 * 8.0 / dt / 1000.0;
                 last_sent = (send.bytes_sent, now);
@@ -308,6 +323,7 @@ async fn session(
                     peers,
                     send,
                     send_bitrate_kbps: send_kbps,
+                    adapt: Some(adaptation.status()),
                     camera: Some(camera),
                     microphone: Some(microphone),
                 };
@@ -317,6 +333,83 @@ async fn session(
     drop(subs);
     drop(publisher);
     Ok(ended)
+}
+
+/// The sender adaptation of one call: the controller
+/// ([`diemcau_media::adapt`]), the meter that turns the publisher's
+/// statistics into its reports, and what was last applied.
+struct Adaptation {
+    meter: LinkMeter,
+    controller: Controller,
+    /// Monotonic time origin of the reports.
+    started: Instant,
+    target: Target,
+    loss: Option<f64>,
+}
+
+impl Adaptation {
+    fn new(media: &MediaSettings, top: adapt::Step) -> Adaptation {
+        let controller = Controller::new(adapt::Config {
+            start_kbps: media.profile.video.bitrate_kbps,
+            top,
+            ..adapt::Config::default()
+        });
+        Adaptation {
+            meter: LinkMeter::new(),
+            target: controller.target(),
+            controller,
+            started: Instant::now(),
+            loss: None,
+        }
+    }
+
+    /// One report: what the far end said since the last one goes into the
+    /// controller; its target goes into the pipeline (only what changed).
+    fn tick(&mut self, publisher: &mut Publisher, stats: &diemcau_media::SendStats, call: CallId) {
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let report = self.meter.report(now_ms, stats);
+        if report.fraction_lost.is_some() {
+            self.loss = report.fraction_lost;
+        }
+        let target = self.controller.update(&report);
+        tracing::trace!(%call, ?report, ?target, "adaptation");
+        if target.step != self.target.step {
+            tracing::info!(
+                %call,
+                from = %self.target.step,
+                to = %target.step,
+                kbps = target.video_kbps,
+                reason = %target.reason,
+                "video rung"
+            );
+        } else if target.video_kbps != self.target.video_kbps {
+            tracing::debug!(%call, kbps = target.video_kbps, reason = %target.reason, "video rate");
+        }
+        match publisher.apply(&target) {
+            Ok(_) => self.target = target,
+            Err(e) => {
+                // Keep the old target: the next tick tries again.
+                tracing::warn!(%call, error = %e, "cannot apply the adaptation target");
+            }
+        }
+    }
+
+    fn status(&self) -> AdaptStatus {
+        let t = &self.target;
+        let (width, height, framerate) = t.step.format().unwrap_or((0, 0, 0));
+        AdaptStatus {
+            rung: t.step.label().to_string(),
+            width,
+            height,
+            framerate,
+            video_kbps: t.video_kbps,
+            loss_percent: self.loss.map(|l| (l * 1000.0).round() / 10.0),
+            random_loss_percent: t.random_loss_percent,
+            opus_loss_percent: t.opus_loss_percent,
+            opus_dtx: t.opus_dtx,
+            reason: t.reason.clone(),
+        }
+    }
 }
 
 async fn subscribe(

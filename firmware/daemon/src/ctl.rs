@@ -65,6 +65,9 @@ pub struct Status {
     pub send: RtpStats,
     pub send_bitrate_kbps: f64,
     pub uptime_s: u64,
+    /// The sender adaptation of the call in progress: rung, rate, reason.
+    #[serde(default)]
+    pub adapt: Option<AdaptStatus>,
     /// Our camera: present or not, what is sent (picture or slate), errors.
     #[serde(default)]
     pub camera: Option<DeviceStatus>,
@@ -79,6 +82,31 @@ pub struct Status {
     /// the room.
     #[serde(default)]
     pub muted: bool,
+}
+
+/// What the sender adaptation (`diemcau_media::adapt`) does with our video.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct AdaptStatus {
+    /// The rung of the ladder: "720p30", "540p25", "360p25", "180p10" or
+    /// "paused" (audio only).
+    pub rung: String,
+    /// Size and frame rate of the video sent (0 while paused).
+    pub width: u32,
+    pub height: u32,
+    pub framerate: u32,
+    /// The video encoder's rate, kbit/s (0 while paused).
+    pub video_kbps: u32,
+    /// Loss in the far end's latest receiver reports, percent (`None`
+    /// before the first).
+    pub loss_percent: Option<f64>,
+    /// How much of it is counted as the link's own rather than congestion,
+    /// percent.
+    pub random_loss_percent: u8,
+    /// The loss Opus's in-band FEC is told to expect, percent.
+    pub opus_loss_percent: u8,
+    pub opus_dtx: bool,
+    /// Why the adaptation is where it is.
+    pub reason: String,
 }
 
 /// The room's view of the district server.
@@ -233,6 +261,33 @@ pub fn render_device(d: &DeviceStatus) -> String {
     line
 }
 
+/// One line for the sender adaptation: `adapting: 360p25 (640x360, 25 fps)
+/// at 191 kbit/s, loss 20.3 % (20 % the link's own), Opus FEC for 20 %,
+/// DTX on: <reason>`.
+pub fn render_adapt(a: &AdaptStatus) -> String {
+    let video = if a.rung == "paused" {
+        "video paused (audio only)".to_string()
+    } else {
+        format!(
+            "{} ({}x{}, {} fps) at {} kbit/s",
+            a.rung, a.width, a.height, a.framerate, a.video_kbps
+        )
+    };
+    let loss = match a.loss_percent {
+        Some(l) if a.random_loss_percent > 0 => {
+            format!("loss {l:.1} % ({} % the link's own)", a.random_loss_percent)
+        }
+        Some(l) => format!("loss {l:.1} %"),
+        None => "no receiver report yet".to_string(),
+    };
+    format!(
+        "adapting: {video}, {loss}, Opus FEC for {} %, DTX {}: {}",
+        a.opus_loss_percent,
+        if a.opus_dtx { "on" } else { "off" },
+        a.reason
+    )
+}
+
 /// Human-readable status.
 pub fn render(s: &Status) -> String {
     use std::fmt::Write;
@@ -281,6 +336,9 @@ pub fn render(s: &Status) -> String {
     );
     for d in [&s.camera, &s.microphone].into_iter().flatten() {
         let _ = writeln!(o, "{}", render_device(d));
+    }
+    if let Some(a) = &s.adapt {
+        let _ = writeln!(o, "{}", render_adapt(a));
     }
     let _ = writeln!(o, "peers:    {}", s.peers.len());
     for p in &s.peers {

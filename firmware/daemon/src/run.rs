@@ -539,6 +539,7 @@ fn build_status(
         send: call.send,
         send_bitrate_kbps: call.send_bitrate_kbps,
         uptime_s: started.elapsed().as_secs(),
+        adapt: call.adapt,
         camera: None,
         microphone: None,
         screen: None,

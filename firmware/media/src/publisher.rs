@@ -1,5 +1,19 @@
 //! The room's outgoing media: camera and microphone to one PeerConnection.
+//!
+//! The pipeline is built so that the sender adaptation ([`crate::adapt`])
+//! can change what is sent while it runs, through [`Publisher::apply`]:
+//!
+//! ```text
+//! camera ! (fixed camera format) ! videorate ! videoscale ! capsfilter name=ladder
+//!   ! textoverlay ! stamp ! valve name=videovalve ! queue ! encoder name=venc ! ... ! webrtcbin
+//! microphone ! ... ! opusenc name=aenc ! ... ! webrtcbin
+//! ```
+//!
+//! The camera keeps its one format; the rung of the ladder (size and frame
+//! rate) is the `ladder` capsfilter's caps, and the encoder renegotiates
+//! when they change. The valve pauses video while audio carries on.
 
+use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use diemcau_board::encoder::Codec;
@@ -8,6 +22,10 @@ use gst_video::prelude::*;
 use gst_webrtc::WebRTCSDPType;
 use tokio::sync::mpsc;
 
+use diemcau_board::{BoardProfile, ElementSpec};
+
+use crate::adapt::{Step, Target};
+use crate::stats::SendStats;
 use crate::webrtc::{self, MediaEvent};
 use crate::{MediaError, MediaSettings, escape, stamp};
 
@@ -15,12 +33,42 @@ use crate::{MediaError, MediaSettings, escape, stamp};
 /// every browser, Janus and the boards' hardware decoders accept.
 pub const H264_CAPS: &str = "video/x-h264,profile=constrained-baseline,stream-format=byte-stream";
 
+/// Names of the elements [`Publisher::apply`] drives.
+const LADDER: &str = "ladder";
+const VALVE: &str = "videovalve";
+const VIDEO_ENCODER: &str = "venc";
+const AUDIO_ENCODER: &str = "aenc";
+
+/// Opus settings at the start of a call (before any receiver report).
+const OPUS_START_LOSS_PERCENT: u8 = 10;
+
 /// A running publishing pipeline. Dropping it stops the pipeline.
 pub struct Publisher {
     pipeline: gst::Pipeline,
     webrtc: gst::Element,
     /// Camera and microphone, feeding the `camera` and `microphone` appsrcs.
     feeds: crate::feed::Feeds,
+    /// The board's encoder spec, as configured (its bitrate property is
+    /// rewritten in the element's own units by `diemcau_board::encoder`).
+    encoder: ElementSpec,
+    /// The best rung this board sends.
+    top: Step,
+    /// The camera's format (width, height, frame rate).
+    camera: (u32, u32, u32),
+    /// What is in force in the pipeline now.
+    applied: Applied,
+}
+
+/// The settings last applied to the pipeline, so that only changes are.
+#[derive(Debug, Clone, PartialEq)]
+struct Applied {
+    /// The rung whose caps the ladder capsfilter has (while paused: the
+    /// rung the pipeline stays at, which is the lowest).
+    caps_step: Step,
+    paused: bool,
+    video_kbps: u32,
+    opus_loss_percent: u8,
+    opus_dtx: bool,
 }
 
 impl Drop for Publisher {
@@ -29,30 +77,73 @@ impl Drop for Publisher {
     }
 }
 
+/// The best rung of the ladder for a board's camera format: the first
+/// whose size and frame rate the camera can fill.
+pub fn top_step(profile: &BoardProfile) -> Step {
+    let v = &profile.video;
+    Step::LADDER
+        .into_iter()
+        .find(|s| {
+            s.format()
+                .is_some_and(|(w, h, f)| w <= v.width && h <= v.height && f <= v.framerate)
+        })
+        .unwrap_or(Step::P180x10)
+}
+
+/// The caps of the ladder capsfilter for `step` with a camera sending
+/// `camera` (width, height, frame rate) and the best rung `top`: the top
+/// rung is the camera's own format.
+fn ladder_caps(camera: (u32, u32, u32), top: Step, step: Step) -> String {
+    let (w, h, f) = match step.format() {
+        Some(fmt) if step > top => fmt,
+        _ => camera,
+    };
+    format!("video/x-raw,width={w},height={h},framerate={f}/1,pixel-aspect-ratio=1/1")
+}
+
+fn camera(profile: &BoardProfile) -> (u32, u32, u32) {
+    let v = &profile.video;
+    (v.width, v.height, v.framerate)
+}
+
+/// The encoder spec with its start bitrate, named for [`Publisher::apply`].
+fn start_encoder(settings: &MediaSettings) -> ElementSpec {
+    let (spec, _) = diemcau_board::encoder::with_bitrate(
+        &settings.encoder,
+        settings.profile.video.bitrate_kbps,
+    );
+    spec.with_property("name", VIDEO_ENCODER)
+}
+
 /// The `gst-launch` description of the publishing pipeline for `settings`.
 pub fn description(settings: &MediaSettings) -> String {
     let v = &settings.profile.video;
     let codec = diemcau_board::encoder::codec(&settings.encoder.element);
+    let top = top_step(&settings.profile);
     format!(
         "webrtcbin name=webrtc \
          {vsrc} ! videoconvert ! videoscale ! videorate \
          ! video/x-raw,width={w},height={h},framerate={fps}/1 \
+         ! videorate name=ladderrate drop-only=true ! videoscale name=ladderscale \
+         ! capsfilter name={LADDER} caps=\"{ladder}\" \
          ! textoverlay text=\"{name}\" valignment=bottom halignment=left font-desc=\"Sans 24\" shaded-background=true \
          ! videoconvert ! video/x-raw,format=I420 ! identity name=stamp \
+         ! valve name={VALVE} drop=false \
          ! queue max-size-buffers=2 max-size-time=0 max-size-bytes=0 leaky=downstream \
          ! {enc} ! {payloader} \
          ! application/x-rtp,media=video,encoding-name={codec},payload=96,clock-rate=90000 ! webrtc. \
          {asrc} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1 \
          ! volume name=mic \
-         ! opusenc inband-fec=true packet-loss-percentage=10 bitrate=32000 frame-size=20 \
+         ! opusenc name={AUDIO_ENCODER} inband-fec=true packet-loss-percentage={OPUS_START_LOSS_PERCENT} dtx=false bitrate=32000 frame-size=20 \
          ! rtpopuspay pt=111 \
          ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000 ! webrtc.",
         vsrc = crate::feed::video_appsrc(settings),
         w = v.width,
         h = v.height,
         fps = v.framerate,
+        ladder = ladder_caps(camera(&settings.profile), top, top),
         name = escape(&settings.room_name),
-        enc = settings.encoder.launch_fragment(),
+        enc = start_encoder(settings).launch_fragment(),
         payloader = video_payloader(codec),
         codec = codec.encoding_name(),
         asrc = crate::feed::audio_appsrc(),
@@ -68,6 +159,19 @@ fn video_payloader(codec: Codec) -> String {
         ),
         Codec::Vp8 => "rtpvp8pay mtu=1200 picture-id-mode=15-bit pt=96".to_string(),
     }
+}
+
+/// Sets property `name` of `element` from its text form, as `gst-launch`
+/// would, without panicking on an unknown property or a bad value.
+fn set_from_str(element: &gst::Element, name: &str, value: &str) -> Result<(), MediaError> {
+    let what = || format!("{} {name}={value}", element.name());
+    let pspec = element
+        .find_property(name)
+        .ok_or_else(|| MediaError::Pipeline(format!("{}: no such property", what())))?;
+    let v = gst::glib::Value::deserialize(value, pspec.value_type())
+        .map_err(|_| MediaError::Pipeline(format!("{}: not a valid value", what())))?;
+    element.set_property_from_value(name, &v);
+    Ok(())
 }
 
 fn now_ms() -> u64 {
@@ -122,6 +226,7 @@ impl Publisher {
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| MediaError::Pipeline(format!("publisher does not start: {e}")))?;
+        let top = top_step(&settings.profile);
         let feeds = crate::feed::Feeds::start(&pipeline, settings).inspect_err(|_| {
             let _ = pipeline.set_state(gst::State::Null);
         })?;
@@ -129,7 +234,120 @@ impl Publisher {
             pipeline,
             webrtc,
             feeds,
+            encoder: settings.encoder.clone(),
+            top,
+            camera: camera(&settings.profile),
+            applied: Applied {
+                caps_step: top,
+                paused: false,
+                video_kbps: settings.profile.video.bitrate_kbps,
+                opus_loss_percent: OPUS_START_LOSS_PERCENT,
+                opus_dtx: false,
+            },
         })
+    }
+
+    /// The best rung this board sends (the ladder's top for the camera's
+    /// format).
+    pub fn top_step(&self) -> Step {
+        self.top
+    }
+
+    fn element(&self, name: &str) -> Result<gst::Element, MediaError> {
+        self.pipeline
+            .by_name(name)
+            .ok_or_else(|| MediaError::Pipeline(format!("the publisher has no element {name}")))
+    }
+
+    /// Applies a target of the sender adaptation to the running pipeline;
+    /// only what differs from the last target is touched. Returns whether
+    /// anything changed.
+    ///
+    /// * the rung → the caps of the `ladder` capsfilter (videorate and
+    ///   videoscale convert, the encoder renegotiates and starts with a key
+    ///   frame); rungs above the board's best are taken as the best;
+    /// * paused → the valve before the encoder drops frames; on resume it
+    ///   opens at the rung asked for, and a key frame is requested;
+    /// * the bitrate → the encoder's own property and unit
+    ///   (`diemcau_board::encoder::with_bitrate`); an encoder without a known
+    ///   bitrate property keeps its rate;
+    /// * Opus → `packet-loss-percentage` (in-band FEC stays on) and `dtx`.
+    ///
+    /// Video FEC (`video_fec_percent`) is not applied: Janus does not
+    /// negotiate red/ulpfec for video, so there is no FEC stream to size.
+    pub fn apply(&mut self, target: &Target) -> Result<bool, MediaError> {
+        let mut want = self.applied.clone();
+        want.paused = target.step == Step::Paused;
+        if !want.paused {
+            want.caps_step = target.step.max(self.top);
+            want.video_kbps = target.video_kbps.max(1);
+        }
+        want.opus_loss_percent = target.opus_loss_percent.min(100);
+        want.opus_dtx = target.opus_dtx;
+        if want == self.applied {
+            return Ok(false);
+        }
+        let mut key_frame = false;
+        if want.caps_step != self.applied.caps_step {
+            let text = ladder_caps(self.camera, self.top, want.caps_step);
+            let caps = gst::Caps::from_str(&text)
+                .map_err(|_| MediaError::Pipeline(format!("bad ladder caps {text}")))?;
+            self.element(LADDER)?.set_property("caps", &caps);
+            key_frame = true;
+        }
+        if want.video_kbps != self.applied.video_kbps {
+            use diemcau_board::encoder::with_bitrate;
+            let (old, _) = with_bitrate(&self.encoder, self.applied.video_kbps);
+            let (new, known) = with_bitrate(&self.encoder, want.video_kbps);
+            if known {
+                let enc = self.element(VIDEO_ENCODER)?;
+                for (k, v) in &new.properties {
+                    if old.properties.get(k) != Some(v) {
+                        set_from_str(&enc, k, v)?;
+                    }
+                }
+            }
+        }
+        if want.paused != self.applied.paused {
+            self.element(VALVE)?.set_property("drop", want.paused);
+            key_frame |= !want.paused;
+        }
+        if want.opus_loss_percent != self.applied.opus_loss_percent {
+            set_from_str(
+                &self.element(AUDIO_ENCODER)?,
+                "packet-loss-percentage",
+                &want.opus_loss_percent.to_string(),
+            )?;
+        }
+        if want.opus_dtx != self.applied.opus_dtx {
+            set_from_str(
+                &self.element(AUDIO_ENCODER)?,
+                "dtx",
+                if want.opus_dtx { "true" } else { "false" },
+            )?;
+        }
+        if key_frame {
+            self.request_key_frame();
+        }
+        self.applied = want;
+        Ok(true)
+    }
+
+    /// Asks the video encoder for a key frame (with SPS/PPS).
+    fn request_key_frame(&self) {
+        let Some(pad) = self
+            .pipeline
+            .by_name(VIDEO_ENCODER)
+            .and_then(|e| e.static_pad("src"))
+        else {
+            return;
+        };
+        let ev = gst_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build();
+        if !pad.send_event(ev) {
+            tracing::debug!("the encoder did not take the key frame request");
+        }
     }
 
     /// Creates the SDP offer for the server, once the encoders have
@@ -175,13 +393,28 @@ impl Publisher {
         }
     }
 
+    /// The PeerConnection's statistics, with our audio and video streams
+    /// and the far end's reports on them.
     /// What the camera and the microphone are doing.
     pub fn devices(&self) -> (crate::DeviceStatus, crate::DeviceStatus) {
         (self.feeds.camera.status(), self.feeds.microphone.status())
     }
 
-    pub async fn stats(&self) -> Result<crate::stats::RtpStats, MediaError> {
-        webrtc::rtp_stats(&self.webrtc).await
+    pub async fn stats(&self) -> Result<SendStats, MediaError> {
+        let (mut video, mut audio) = (None, None);
+        for pad in self.webrtc.sink_pads() {
+            let Some(caps) = pad.current_caps() else {
+                continue;
+            };
+            let Some(s) = caps.structure(0) else { continue };
+            let ssrc = s.get::<u32>("ssrc").ok();
+            match s.get::<&str>("media") {
+                Ok("video") => video = video.or(ssrc),
+                Ok("audio") => audio = audio.or(ssrc),
+                _ => {}
+            }
+        }
+        webrtc::send_stats(&self.webrtc, video, audio).await
     }
 }
 

@@ -6,7 +6,7 @@ use gst_webrtc::{WebRTCSDPType, WebRTCSessionDescription};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::MediaError;
-use crate::stats::RtpStats;
+use crate::stats::{RemoteReport, RtpStats, SendStats, StreamSend};
 
 /// Things a `webrtcbin` reports on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,22 +201,31 @@ fn num(s: &gst::StructureRef, field: &str) -> Option<f64> {
         .ok()
 }
 
-/// Reads webrtcbin's statistics and sums them over its RTP streams.
-pub(crate) async fn rtp_stats(webrtc: &gst::Element) -> Result<RtpStats, MediaError> {
-    let reply = promise_reply(webrtc, "get-stats", |p| {
+/// Asks webrtcbin for its statistics (one structure per stats object).
+async fn get_stats(webrtc: &gst::Element) -> Result<gst::Structure, MediaError> {
+    promise_reply(webrtc, "get-stats", |p| {
         vec![None::<gst::Pad>.to_value(), p.to_value()]
     })
     .await?
-    .ok_or_else(|| MediaError::Negotiation("empty stats".into()))?;
+    .ok_or_else(|| MediaError::Negotiation("empty stats".into()))
+}
+
+/// The stats objects of `reply`, with their type.
+fn stats_objects(
+    reply: &gst::Structure,
+) -> impl Iterator<Item = (gst_webrtc::WebRTCStatsType, gst::Structure)> + '_ {
+    reply.iter().filter_map(|(_, value)| {
+        let s = value.get::<gst::Structure>().ok()?;
+        let kind = s.get::<gst_webrtc::WebRTCStatsType>("type").ok()?;
+        Some((kind, s))
+    })
+}
+
+/// Sums webrtcbin's statistics over its RTP streams.
+fn sum_rtp_stats(reply: &gst::Structure) -> RtpStats {
     let mut out = RtpStats::default();
-    for (_, value) in reply.iter() {
-        let Ok(s) = value.get::<gst::Structure>() else {
-            continue;
-        };
+    for (kind, s) in stats_objects(reply) {
         use gst_webrtc::WebRTCStatsType as T;
-        let Ok(kind) = s.get::<T>("type") else {
-            continue;
-        };
         match kind {
             T::OutboundRtp => {
                 out.bytes_sent += num(&s, "bytes-sent").unwrap_or(0.0) as u64;
@@ -239,5 +248,75 @@ pub(crate) async fn rtp_stats(webrtc: &gst::Element) -> Result<RtpStats, MediaEr
             _ => {}
         }
     }
+    out
+}
+
+/// Reads webrtcbin's statistics and sums them over its RTP streams.
+pub(crate) async fn rtp_stats(webrtc: &gst::Element) -> Result<RtpStats, MediaError> {
+    Ok(sum_rtp_stats(&get_stats(webrtc).await?))
+}
+
+/// Reads webrtcbin's statistics: the sums, and the streams with SSRCs
+/// `video` and `audio` on their own with the far end's latest report on
+/// each. (GStreamer 1.22 labels every stream's `kind` "audio", so streams
+/// are told apart by SSRC, taken from the payloaders' caps.)
+pub(crate) async fn send_stats(
+    webrtc: &gst::Element,
+    video: Option<u32>,
+    audio: Option<u32>,
+) -> Result<SendStats, MediaError> {
+    let reply = get_stats(webrtc).await?;
+    let mut out = SendStats {
+        rtp: sum_rtp_stats(&reply),
+        ..SendStats::default()
+    };
+    let mut streams: Vec<StreamSend> = Vec::new();
+    let mut remotes: Vec<(u32, RemoteReport)> = Vec::new();
+    for (kind, s) in stats_objects(&reply) {
+        use gst_webrtc::WebRTCStatsType as T;
+        let Ok(ssrc) = s.get::<u32>("ssrc") else {
+            continue;
+        };
+        match kind {
+            T::OutboundRtp => streams.push(StreamSend {
+                ssrc,
+                bytes_sent: num(&s, "bytes-sent").unwrap_or(0.0) as u64,
+                packets_sent: num(&s, "packets-sent").unwrap_or(0.0) as u64,
+                remote: None,
+            }),
+            T::RemoteInboundRtp => {
+                // The report block itself is in the rtpsource statistics.
+                let Ok(src) = s.get::<gst::Structure>("gst-rtpsource-stats") else {
+                    continue;
+                };
+                if src.get::<bool>("have-rb") != Ok(true) {
+                    continue;
+                }
+                let Some(hs) = num(&src, "rb-exthighestseq") else {
+                    continue;
+                };
+                remotes.push((
+                    ssrc,
+                    RemoteReport {
+                        ext_highest_seq: hs as u32,
+                        packets_lost: num(&src, "rb-packetslost").unwrap_or(0.0) as i64,
+                        fraction_lost: num(&s, "fraction-lost").unwrap_or(0.0).clamp(0.0, 1.0),
+                        rtt_ms: num(&s, "round-trip-time")
+                            .filter(|r| r.is_finite() && *r > 0.0)
+                            .map(|r| r * 1000.0),
+                    },
+                ));
+            }
+            _ => {}
+        }
+    }
+    let pick = |want: Option<u32>| {
+        let want = want?;
+        let mut st = streams.iter().find(|st| st.ssrc == want).copied()?;
+        st.remote = remotes.iter().find(|(s, _)| *s == want).map(|(_, r)| *r);
+        Some(st)
+    };
+    out.video = pick(video);
+    out.audio = pick(audio);
     Ok(out)
 }
