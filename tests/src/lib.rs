@@ -488,6 +488,19 @@ impl Daemon {
         )
     }
 
+    /// The daemon's log shows no panic and no UPnP/SSDP search (libnice's
+    /// UPnP would look for routers with SSDP; gssdp logs each try).
+    pub fn check_log(&self) -> Result<()> {
+        let log = self.log_text();
+        if log.contains("panicked") {
+            bail!("{} panicked:\n{}", self.name, tail(&log, 40));
+        }
+        if log.contains("SSDP") || log.contains("gssdp") {
+            bail!("{} tried UPnP/SSDP:\n{}", self.name, tail(&log, 10));
+        }
+        Ok(())
+    }
+
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -109,17 +109,6 @@ fn names_the_lookup(reason: &str) -> bool {
     r.contains("resolve") || r.contains("lookup") || r.contains("name or service")
 }
 
-fn no_panic(d: &Daemon) -> Result<()> {
-    let log = d.log_text();
-    ensure!(
-        !log.contains("panicked"),
-        "{} panicked:\n{}",
-        d.name,
-        tail(&log, 40)
-    );
-    Ok(())
-}
-
 /// CPU share of one core `pid` used over `secs` seconds.
 fn cpu_share(pid: u32, secs: u64) -> Result<f64> {
     let c0 = cpu_seconds(pid)?;
@@ -195,7 +184,7 @@ fn janus_name_that_does_not_resolve_is_retried_and_joined_once_it_does() -> Resu
         s.last_error.as_deref().is_some_and(names_the_lookup),
         "the failure is remembered: {s:?}"
     );
-    no_panic(&d)
+    d.check_log()
 }
 
 const XA: &str = "xa-ban-ve";
@@ -302,7 +291,7 @@ fn district_names_that_do_not_resolve_enrol_and_join_once_they_do() -> Result<()
     let took = t0.elapsed();
     println!("{JANUS_NAME} added -> in the meeting in {took:.1?}");
     ensure!(took <= Duration::from_secs(7), "joined {took:?} after");
-    no_panic(&d)
+    d.check_log()
 }
 
 /// Unix seconds of a daemon log line's time stamp
@@ -477,6 +466,6 @@ fn wall_clock_jumps_do_not_disturb_the_call_or_the_schedule() -> Result<()> {
     );
     let log = a.log_text();
     ensure!(!log.contains("call lost"), "{}", tail(&log, 30));
-    no_panic(&a)?;
-    no_panic(&b)
+    a.check_log()?;
+    b.check_log()
 }
