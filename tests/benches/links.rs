@@ -257,8 +257,10 @@ fn main() -> Result<()> {
          so freeze lengths and recovery times have a resolution of about 1 s (a freeze is counted when \
          the frame counter stands still for more than 1.5 s of polling). Audio played / expected counts decoded samples (which include \
          Opus loss concealment) against 48 000 per second; a concealment ratio is not yet exposed in status.\n\n\
-         Sim board (videotestsrc ball 720p30, x264enc 1500 kbit/s, Opus 32 kbit/s with in-band FEC at a \
-         fixed 10 %), no sender adaptation wired yet (`firmware/media/src/adapt.rs` is the controller).\n\n\
+         Sim board (videotestsrc ball 720p30, x264enc 1500 kbit/s, Opus 32 kbit/s with in-band FEC, DTX). \
+         Room A's sender adapts (`firmware/media/src/adapt.rs`: rate, 720p30..paused ladder, Opus FEC from the \
+         measured loss); B's link is clean, so B keeps sending 720p30 and Janus forwards it whole through A's \
+         shaped downlink (an SFU without simulcast cannot thin it per receiver).\n\n\
          {table}\n\
          Targets (issue #7): audio ≥ 95 % at 300 kbit/s with 20 % loss; video ≥ 10 fps at 360p there; recovery ≤ 5 s.\n",
         settle = SETTLE.as_secs(),
