@@ -19,8 +19,11 @@
 //!   second, so a gap is the time the counter stood still less that second,
 //!   and the resolution of freezes and recovery times is about 1 s;
 //! * recovery: after the link is cleared, the time until the receiver
-//!   decodes at least 25 frames in one second with audio flowing (capped at
-//!   30 s).
+//!   decodes at least 25 frames in one second with audio flowing, and until
+//!   it does so at 1280x720 (capped at 30 s);
+//! * what the sender's adaptation (`diemcau_media::adapt`) was sending at
+//!   the end of the window: rung, rate and the loss it counted as the
+//!   link's own (from the sender's `ctl status`).
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -68,6 +71,10 @@ struct Quality {
     freezes: u32,
     longest_freeze: Duration,
     recovery: Option<Duration>,
+    /// ... and until it did so at 1280x720.
+    full_size: Option<Duration>,
+    /// The sender's adaptation at the end of the window.
+    sent: String,
 }
 
 /// Polls both directions for `secs`, returning (uplink, downlink).
@@ -116,21 +123,24 @@ fn measure(a: &Daemon, b: &Daemon, window: Duration) -> Result<(Quality, Quality
             freezes,
             longest_freeze: longest,
             recovery: None,
+            full_size: None,
+            sent: String::new(),
         })
     };
     Ok((q(&series[0])?, q(&series[1])?))
 }
 
 /// Time from now until each direction decodes `RECOVERED_FPS` frames within
-/// a second, with audio moving; `None` if not within the cap.
-fn recovery(a: &Daemon, b: &Daemon) -> [Option<Duration>; 2] {
+/// a second, with audio moving, and until it does so at 1280x720; `None`
+/// if not within the cap.
+fn recovery(a: &Daemon, b: &Daemon) -> [(Option<Duration>, Option<Duration>); 2] {
     let dirs = [(b, A), (a, B)];
     let t0 = Instant::now();
     let mut series: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
-    let mut done = [None, None];
-    while t0.elapsed() < RECOVERY_CAP && done.iter().any(Option::is_none) {
+    let mut done = [(None, None), (None, None)];
+    while t0.elapsed() < RECOVERY_CAP && done.iter().any(|d| d.1.is_none()) {
         for (i, (d, from)) in dirs.iter().enumerate() {
-            if done[i].is_some() {
+            if done[i].1.is_some() {
                 continue;
             }
             let Some(s) = sample(d, from) else { continue };
@@ -143,12 +153,28 @@ fn recovery(a: &Daemon, b: &Daemon) -> [Option<Duration>; 2] {
                 && s.frames.saturating_sub(old.frames) >= RECOVERED_FPS
                 && s.samples > old.samples
             {
-                done[i] = Some(t0.elapsed());
+                done[i].0.get_or_insert(t0.elapsed());
+                if s.size == (1280, 720) {
+                    done[i].1 = Some(t0.elapsed());
+                }
             }
         }
         std::thread::sleep(POLL);
     }
     done
+}
+
+/// What `d`'s sender adaptation sends: `360p25 at 217 kbit/s (20 % loss
+/// the link's own)`.
+fn sending(d: &Daemon) -> String {
+    match d.status().ok().and_then(|s| s.adapt) {
+        Some(a) if a.random_loss_percent > 0 => format!(
+            "{} at {} kbit/s ({} % loss the link's own)",
+            a.rung, a.video_kbps, a.random_loss_percent
+        ),
+        Some(a) => format!("{} at {} kbit/s", a.rung, a.video_kbps),
+        None => "-".into(),
+    }
 }
 
 fn fmt_dur(d: Option<Duration>) -> String {
@@ -204,6 +230,8 @@ fn main() -> Result<()> {
         lab.link.apply(shape)?;
         std::thread::sleep(SETTLE);
         let (mut up, mut down) = measure(&a, &b, window)?;
+        up.sent = sending(&a);
+        down.sent = sending(&b);
         let dropped = lab.link.dropped_packets();
         let state = a
             .status()
@@ -211,8 +239,8 @@ fn main() -> Result<()> {
             .unwrap_or_else(|e| e.to_string());
         lab.link.clear()?;
         let [r_up, r_down] = recovery(&a, &b);
-        up.recovery = r_up;
-        down.recovery = r_down;
+        (up.recovery, up.full_size) = r_up;
+        (down.recovery, down.full_size) = r_down;
         println!(
             "{shape}: A {state}, {dropped} packets dropped by the link\n  uplink   (B receives A): {up:?}\n  downlink (A receives B): {down:?}"
         );
@@ -222,7 +250,7 @@ fn main() -> Result<()> {
     }
 
     let mut table = String::from(
-        "| link (each direction) | direction | audio played / expected | video fps | resolution | freezes > 1 s (longest) | recovery after clear |\n|---|---|---|---|---|---|---|\n",
+        "| link (each direction) | direction | audio played / expected | video fps | resolution | freezes > 1 s (longest) | recovery after clear: 25 fps / 720p | sender sends |\n|---|---|---|---|---|---|---|---|\n",
     );
     for (shape, up, down) in &rows {
         for (name, q) in [
@@ -231,7 +259,7 @@ fn main() -> Result<()> {
         ] {
             writeln!(
                 table,
-                "| {shape} | {name} | {:.1} % | {:.1} | {}x{} | {} ({:.1} s) | {} |",
+                "| {shape} | {name} | {:.1} % | {:.1} | {}x{} | {} ({:.1} s) | {} / {} | {} |",
                 q.audio_ratio * 100.0,
                 q.fps,
                 q.size.0,
@@ -239,6 +267,8 @@ fn main() -> Result<()> {
                 q.freezes,
                 q.longest_freeze.as_secs_f64(),
                 fmt_dur(q.recovery),
+                fmt_dur(q.full_size),
+                q.sent,
             )?;
         }
     }
@@ -246,21 +276,29 @@ fn main() -> Result<()> {
     let doc = format!(
         "# Benchmarks: calls over poor links\n\n\
          Measured by `tests/benches/links.rs` (issue #7):\n\n\
-         ```text\nCARGO_TARGET_DIR=/work/target-links cargo bench -p diemcau-tests --bench links\n```\n\n\
+         ```text\nsudo cargo bench -p diemcau-tests --bench links\n```\n\n\
          Topology (`tests/src/netlab.rs`): Janus and room B in one network namespace, room A in another, \
          joined by a veth pair on 127.0.0.2 ↔ 127.0.0.3. Both directions of the veth are shaped alike: \
          `tc tbf` for bandwidth (bucket ≈ 20 ms, queue ≈ 150 ms), nftables `numgen random mod 100 < N drop` \
          on input for loss. Uplink = B receives A (through A's shaped uplink); downlink = A receives B. \
          Each profile: {settle} s settling, then {window} s measured with status polled every 200 ms; \
          then the link is cleared and recovery is the time until the receiver decodes ≥ {RECOVERED_FPS} frames \
-         in one second with audio flowing. The daemon refreshes per-peer counters once a second, \
-         so freeze lengths and recovery times have a resolution of about 1 s (a freeze is counted when \
-         the frame counter stands still for more than 1.5 s of polling). Audio played / expected counts decoded samples (which include \
-         Opus loss concealment) against 48 000 per second; a concealment ratio is not yet exposed in status.\n\n\
-         Sim board (videotestsrc ball 720p30, x264enc 1500 kbit/s, Opus 32 kbit/s with in-band FEC, DTX). \
-         Room A's sender adapts (`firmware/media/src/adapt.rs`: rate, 720p30..paused ladder, Opus FEC from the \
-         measured loss); B's link is clean, so B keeps sending 720p30 and Janus forwards it whole through A's \
-         shaped downlink (an SFU without simulcast cannot thin it per receiver).\n\n\
+         in one second with audio flowing (360p25 counts), and then until it does so at 1280x720. The daemon \
+         refreshes per-peer counters once a second, so freeze lengths and recovery times have a resolution of \
+         about 1 s (a freeze is counted when the frame counter stands still for more than 1.5 s of polling), and \
+         audio played / expected one of about ±5 % (a refresh more or less in the window). Audio played / \
+         expected counts decoded samples (which include Opus loss concealment) against 48 000 per second; a \
+         concealment ratio is not yet exposed in status.\n\n\
+         Sim board (videotestsrc ball 720p30; x264enc starting at 1500 kbit/s, which the ball fills only \
+         to about 265; Opus 32 kbit/s with in-band FEC), with the sender adaptation on: once a second each \
+         room's controller (`firmware/media/src/adapt.rs`) takes Janus's receiver reports on its own streams \
+         and sets the ladder rung (720p30, 540p25, 360p25, 180p10 or paused), the encoder rate and Opus's \
+         expected loss, and Opus DTX from 360p down; \"sender sends\" is that at the end of the window. \
+         B's link is clean, so B keeps sending 720p30 and Janus forwards it whole through A's shaped \
+         downlink (an SFU without simulcast cannot thin it per receiver): A's downlink stays overfilled at \
+         300 kbit/s.\n\n\
+         Before the adaptation was wired (commit 626a3c6, same bench), 300 kbit/s with 20 % loss gave the \
+         uplink 6.2 fps at 1280x720 (the target is >= 10 fps at 360p).\n\n\
          {table}\n\
          Targets (issue #7): audio ≥ 95 % at 300 kbit/s with 20 % loss; video ≥ 10 fps at 360p there; recovery ≤ 5 s.\n",
         settle = SETTLE.as_secs(),
