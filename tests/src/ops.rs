@@ -182,6 +182,24 @@ pub struct Ops {
 }
 
 impl Ops {
+    /// Waits until room `d` is enrolled and reachable and ops has its push
+    /// stream; returns its device id.
+    pub fn wait_enrolled(&self, d: &crate::Daemon, timeout: Duration) -> Result<String> {
+        let s = d.wait_for("enrolled and reachable", timeout, |s| {
+            s.district
+                .as_ref()
+                .is_some_and(|x| x.enrolled && x.reachable)
+        })?;
+        let id = s
+            .district
+            .and_then(|x| x.device_id)
+            .context("enrolled without a device id")?;
+        self.eventually("the push stream", Duration::from_secs(10), |o| {
+            Ok(o.push_connected(&id).then_some(()))
+        })?;
+        Ok(id)
+    }
+
     /// Makes the store in `dir` (admin [`ADMIN_USER`] and `communes` added
     /// with the CLI), starts the server on a free port on 127.0.0.1 driving
     /// `janus` (which must have its HTTP API on) and logs the admin in.

@@ -66,24 +66,6 @@ impl District {
     }
 }
 
-/// Waits until the room is enrolled and ops has its push stream; returns
-/// the device id.
-fn enrolled(d: &Daemon, ops: &Ops) -> Result<String> {
-    let s = d.wait_for("enrolment", Duration::from_secs(15), |s| {
-        s.district
-            .as_ref()
-            .is_some_and(|x| x.enrolled && x.reachable)
-    })?;
-    let id = s
-        .district
-        .and_then(|x| x.device_id)
-        .context("enrolled without a device id")?;
-    ops.eventually("the push stream", Duration::from_secs(10), |o| {
-        Ok(o.push_connected(&id).then_some(()))
-    })?;
-    Ok(id)
-}
-
 fn frames_from(s: &Status, name: &str) -> u64 {
     peer(s, name).map_or(0, |p| p.media.video_frames)
 }
@@ -183,8 +165,8 @@ fn enrol_schedule_and_both_rooms_join_by_themselves() -> Result<()> {
     let d = district("district-schedule")?;
     let (a, _, _) = d.room(A, XA_A)?;
     let (b, _, _) = d.room(B, XA_B)?;
-    let ida = enrolled(&a, &d.ops)?;
-    let idb = enrolled(&b, &d.ops)?;
+    let ida = d.ops.wait_enrolled(&a, Duration::from_secs(15))?;
+    let idb = d.ops.wait_enrolled(&b, Duration::from_secs(15))?;
     ensure!(ida != idb, "two identities");
     for (id, commune) in [(&ida, XA_A), (&idb, XA_B)] {
         let dev = d.ops.device(id)?;
@@ -254,8 +236,8 @@ fn convene_now_both_rooms_in_call_within_5s() -> Result<()> {
     // Room A drives its screen (to a PNG: no display here).
     let (a, _, _) = d.room_with(A, XA_A, "screen-png")?;
     let (b, _, _) = d.room(B, XA_B)?;
-    let ida = enrolled(&a, &d.ops)?;
-    let idb = enrolled(&b, &d.ops)?;
+    let ida = d.ops.wait_enrolled(&a, Duration::from_secs(15))?;
+    let idb = d.ops.wait_enrolled(&b, Duration::from_secs(15))?;
     for r in [&a, &b] {
         ensure!(r.status()?.state == "idle");
     }
@@ -329,8 +311,8 @@ fn ops_down_at_the_scheduled_start_rooms_still_join_and_report_later() -> Result
     let mut d = district("district-ops-down")?;
     let (a, pa, _) = d.room(A, XA_A)?;
     let (b, pb, _) = d.room(B, XA_B)?;
-    let ida = enrolled(&a, &d.ops)?;
-    let idb = enrolled(&b, &d.ops)?;
+    let ida = d.ops.wait_enrolled(&a, Duration::from_secs(15))?;
+    let idb = d.ops.wait_enrolled(&b, Duration::from_secs(15))?;
 
     let start = unix_now() + 7;
     let m = d
@@ -454,7 +436,7 @@ fn a_revoked_device_is_refused() -> Result<()> {
     let _one = one_at_a_time();
     let d = district("district-revoked")?;
     let (mut a, pa, spec) = d.room(A, XA_A)?;
-    let id = enrolled(&a, &d.ops)?;
+    let id = d.ops.wait_enrolled(&a, Duration::from_secs(15))?;
     let r = d.ops.convene("Họp khẩn", &[XA_A])?;
     ensure!(r["notified_devices"] == 1, "{r}");
     let mid = r["meeting"]["id"].as_str().context("id")?.to_string();

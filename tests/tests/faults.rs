@@ -195,23 +195,6 @@ fn in_meeting(s: &Status, meeting: &str) -> bool {
     s.state == "in_call" && s.meeting.as_deref() == Some(meeting)
 }
 
-/// Waits until the room is enrolled and reachable; returns its device id.
-fn enrolled(d: &Daemon, ops: &Ops, timeout: Duration) -> Result<String> {
-    let s = d.wait_for("enrolled and reachable", timeout, |s| {
-        s.district
-            .as_ref()
-            .is_some_and(|x| x.enrolled && x.reachable)
-    })?;
-    let id = s
-        .district
-        .and_then(|x| x.device_id)
-        .context("enrolled without a device id")?;
-    ops.eventually("the push stream", Duration::from_secs(10), |o| {
-        Ok(o.push_connected(&id).then_some(()))
-    })?;
-    Ok(id)
-}
-
 #[test]
 fn district_names_that_do_not_resolve_enrol_and_join_once_they_do() -> Result<()> {
     let _one = one_at_a_time();
@@ -259,7 +242,7 @@ fn district_names_that_do_not_resolve_enrol_and_join_once_they_do() -> Result<()
 
     names.add(OPS_NAME, "127.0.0.1")?;
     let t0 = Instant::now();
-    enrolled(&d, &ops, Duration::from_secs(15))?;
+    ops.wait_enrolled(&d, Duration::from_secs(15))?;
     let took = t0.elapsed();
     println!("{OPS_NAME} added to the hosts file -> enrolled and reachable in {took:.1?}");
     ensure!(took <= Duration::from_secs(8), "enrolled {took:?} after");
@@ -359,7 +342,7 @@ fn wall_clock_jumps_do_not_disturb_the_call_or_the_schedule() -> Result<()> {
     spec.extra_media = p.config.clone();
     spec.stamp = false;
     let a = Daemon::start_with_env(dir.path(), &spec, &clock.env())?;
-    enrolled(&a, &ops, Duration::from_secs(15))?;
+    ops.wait_enrolled(&a, Duration::from_secs(15))?;
 
     // A meeting an hour from now by the district's clock.
     let start = unix_now() + 3600;
