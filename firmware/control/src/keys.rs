@@ -497,6 +497,11 @@ impl KeyMap {
         self.map.insert(code, key);
     }
 
+    /// Forgets the binding of a Linux key code: the key is ignored.
+    pub fn unbind(&mut self, code: u16) {
+        self.map.remove(&code);
+    }
+
     /// The room key for a Linux key code, if bound.
     pub fn lookup(&self, code: u16) -> Option<RemoteKey> {
         self.map.get(&code).copied()

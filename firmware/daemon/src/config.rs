@@ -29,6 +29,12 @@
 //! socket = "/run/diemcau/ctl.sock"
 //! remote = true                     # remotes from /dev/input (input_dir,
 //!                                   # input_sysfs: where to look)
+//! default_keys = true               # start from the default key map
+//!
+//! [control.keys]                    # Linux key name (or code) = remote key
+//! KEY_F1 = "ok"                     # ok: join or leave; mute; volume_up,
+//! KEY_POWER = "none"                # volume_down; back: leave (twice);
+//!                                   # home: status screen; none: ignore
 //!
 //! [hardware]                        # optional, per board
 //! watchdog = "/dev/watchdog"        # pet the hardware watchdog
@@ -44,6 +50,7 @@
 
 use std::path::{Path, PathBuf};
 
+use diemcau_control::keys::{KeyMap, RemoteKey, key_code_from_name};
 use serde::Deserialize;
 
 use crate::hw::{HardwareConfig, LineConfig};
@@ -132,6 +139,11 @@ pub struct RawControl {
     pub remote: Option<bool>,
     pub input_dir: Option<PathBuf>,
     pub input_sysfs: Option<PathBuf>,
+    /// Start from the default key map (true) or from an empty one.
+    pub default_keys: Option<bool>,
+    /// `[control.keys]`: Linux key name (or number) = remote key, or "none".
+    #[serde(default)]
+    pub keys: std::collections::BTreeMap<String, String>,
 }
 
 /// Where received video goes, as configured.
@@ -204,6 +216,8 @@ pub struct Config {
     pub socket: PathBuf,
     /// Where to look for remotes; `None`: no remote.
     pub remote: Option<crate::remote::RemoteConfig>,
+    /// Linux key codes to remote keys (`[control.keys]` over the defaults).
+    pub keymap: KeyMap,
     pub district: Option<DistrictConfig>,
     pub hardware: HardwareConfig,
 }
@@ -223,6 +237,14 @@ pub enum ConfigError {
     Invalid {
         path: PathBuf,
         key: &'static str,
+        expected: &'static str,
+        got: String,
+    },
+    /// Like `Invalid`, for keys named by the file (`control.keys.KEY_F13`).
+    #[error("config file {path}: key `{key}`: expected {expected}, got {got}")]
+    InvalidEntry {
+        path: PathBuf,
+        key: String,
         expected: &'static str,
         got: String,
     },
@@ -485,6 +507,7 @@ impl Config {
                 format!("{:?}", d.display()),
             ));
         }
+        let keymap = validate_keys(path, &raw.control)?;
         let devices = DevicesConfig {
             camera,
             microphone,
@@ -511,14 +534,66 @@ impl Config {
                 crate::remote::RemoteConfig {
                     dev_root: raw.control.input_dir.clone().unwrap_or(d.dev_root),
                     sys_root: raw.control.input_sysfs.clone().unwrap_or(d.sys_root),
+                    keymap: keymap.clone(),
                 }
             }),
+            keymap,
             socket: raw
                 .control
                 .socket
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
         })
     }
+}
+
+/// What `[control.keys]` may bind a key to, for error messages.
+const KEY_ACTIONS: &str = "a remote key: \"ok\" (join or leave), \"mute\", \"volume_up\", \
+     \"volume_down\", \"back\" (leave, pressed twice), \"home\" (status screen), \"call\", \
+     \"hang_up\", \"menu\", \"up\", \"down\", \"left\", \"right\", \"power\", \"info\", a colour, \
+     \"digit_0\"..\"digit_9\"; or \"none\" to ignore the key";
+
+/// `[control] default_keys` and `[control.keys]`: the default key map with
+/// the site's changes, each key name and action checked.
+fn validate_keys(path: &Path, raw: &RawControl) -> Result<KeyMap, ConfigError> {
+    let mut keymap = if raw.default_keys.unwrap_or(true) {
+        KeyMap::default()
+    } else {
+        KeyMap::empty()
+    };
+    let invalid = |name: &str, expected, got: String| ConfigError::InvalidEntry {
+        path: path.to_path_buf(),
+        key: format!("control.keys.{name}"),
+        expected,
+        got,
+    };
+    for (name, action) in &raw.keys {
+        let code = key_code_from_name(name).ok_or_else(|| {
+            invalid(
+                name,
+                "a Linux key name from input-event-codes.h (KEY_ENTER, KEY_OK, KEY_VOLUMEUP...) \
+                 or a key code up to 0x2ff",
+                format!("{name:?}"),
+            )
+        })?;
+        match action.trim() {
+            "none" => keymap.unbind(code),
+            a => {
+                let key: RemoteKey = a
+                    .parse()
+                    .map_err(|_| invalid(name, KEY_ACTIONS, format!("{action:?}")))?;
+                keymap.bind(code, key);
+            }
+        }
+    }
+    if keymap.codes().next().is_none() {
+        return Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: "control.default_keys",
+            expected: "some keys bound in [control.keys] when the defaults are off",
+            got: "false and no keys".into(),
+        });
+    }
+    Ok(keymap)
 }
 
 fn validate_hardware(
@@ -695,6 +770,61 @@ socket = "/tmp/x.sock"
             ));
             assert!(e.contains(key), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn key_map_defaults_and_site_changes() {
+        use diemcau_control::keys::code;
+        let c = Config::parse(Path::new("room.toml"), GOOD).expect("valid");
+        assert_eq!(c.keymap, KeyMap::default());
+        // The issue's defaults: OK/Enter, Mute, Volume +/-, Back, Home.
+        assert_eq!(c.keymap.lookup(code::KEY_ENTER), Some(RemoteKey::Ok));
+        assert_eq!(c.keymap.lookup(code::KEY_OK), Some(RemoteKey::Ok));
+        assert_eq!(c.keymap.lookup(code::KEY_MUTE), Some(RemoteKey::Mute));
+        assert_eq!(
+            c.keymap.lookup(code::KEY_VOLUMEUP),
+            Some(RemoteKey::VolumeUp)
+        );
+        assert_eq!(
+            c.keymap.lookup(code::KEY_VOLUMEDOWN),
+            Some(RemoteKey::VolumeDown)
+        );
+        assert_eq!(c.keymap.lookup(code::KEY_BACK), Some(RemoteKey::Back));
+        assert_eq!(c.keymap.lookup(code::KEY_HOMEPAGE), Some(RemoteKey::Home));
+        assert_eq!(c.remote.as_ref().map(|r| &r.keymap), Some(&c.keymap));
+
+        let site = format!(
+            "{GOOD}default_keys = true\n[control.keys]\nKEY_RED = \"hang_up\"\n\"59\" = \"ok\"\n\
+             KEY_POWER = \"none\"\nKEY_OK = \" home \"\n"
+        );
+        let c = Config::parse(Path::new("room.toml"), &site).expect("valid");
+        assert_eq!(c.keymap.lookup(code::KEY_RED), Some(RemoteKey::HangUp));
+        assert_eq!(c.keymap.lookup(59), Some(RemoteKey::Ok));
+        assert_eq!(c.keymap.lookup(code::KEY_POWER), None);
+        assert_eq!(c.keymap.lookup(code::KEY_OK), Some(RemoteKey::Home));
+        assert_eq!(c.keymap.lookup(code::KEY_ENTER), Some(RemoteKey::Ok));
+
+        let only = format!("{GOOD}default_keys = false\n[control.keys]\nKEY_SPACE = \"ok\"\n");
+        let c = Config::parse(Path::new("room.toml"), &only).expect("valid");
+        assert_eq!(c.keymap.codes().collect::<Vec<_>>(), vec![code::KEY_SPACE]);
+    }
+
+    #[test]
+    fn key_map_errors_name_file_key_and_expectation() {
+        let e = err(&format!("{GOOD}[control.keys]\nKEY_F13 = \"ok\"\n"));
+        assert!(e.contains("/etc/diemcau/room.toml"), "{e}");
+        assert!(e.contains("control.keys.KEY_F13"), "{e}");
+        assert!(e.contains("input-event-codes.h"), "{e}");
+        let e = err(&format!("{GOOD}[control.keys]\nKEY_ENTER = \"launch\"\n"));
+        assert!(e.contains("control.keys.KEY_ENTER"), "{e}");
+        assert!(e.contains("\"volume_up\"") && e.contains("\"none\""), "{e}");
+        assert!(e.contains("\"launch\""), "{e}");
+        let e = err(&format!("{GOOD}[control.keys]\n\"0x300\" = \"ok\"\n"));
+        assert!(e.contains("control.keys.0x300"), "{e}");
+        let e = err(&format!("{GOOD}default_keys = false\n"));
+        assert!(e.contains("control.default_keys"), "{e}");
+        let e = err(&format!("{GOOD}[control.keys]\nKEY_OK = 3\n"));
+        assert!(e.contains("not valid") && e.contains("KEY_OK"), "{e}");
     }
 
     #[test]

@@ -77,6 +77,8 @@ impl KeyPolicy {
 pub struct RemoteConfig {
     pub dev_root: PathBuf,
     pub sys_root: PathBuf,
+    /// Linux key codes to room keys (`[control.keys]`).
+    pub keymap: KeyMap,
 }
 
 impl Default for RemoteConfig {
@@ -84,6 +86,7 @@ impl Default for RemoteConfig {
         RemoteConfig {
             dev_root: PathBuf::from("/dev/input"),
             sys_root: PathBuf::from("/sys/class/input"),
+            keymap: KeyMap::default(),
         }
     }
 }
@@ -95,7 +98,7 @@ pub fn spawn(cfg: &RemoteConfig) -> mpsc::Receiver<KeyEvent> {
     let mut remote = EvdevRemote::spawn(EvdevConfig {
         dev_root: cfg.dev_root.clone(),
         sys_root: cfg.sys_root.clone(),
-        keymap: KeyMap::default(),
+        keymap: cfg.keymap.clone(),
         ..EvdevConfig::default()
     });
     tokio::spawn(async move {

@@ -153,6 +153,7 @@ pub fn self_test(
         district: None,
         socket: Default::default(),
         remote: None,
+        keymap: Default::default(),
         hardware: Default::default(),
     };
     let b = board(&cfg)?;
