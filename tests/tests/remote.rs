@@ -114,6 +114,64 @@ fn scripted_remote_joins_mutes_and_leaves() -> Result<()> {
     })?;
     println!("OK -> A heard at B in {:?}", t.elapsed());
 
+    // Volume -: what A's speaker plays of B gets quieter, what A receives
+    // does not; Volume + brings it back, bounded at 100 %.
+    let speaker = |s: &Status| peer(s, "Xa Far").and_then(|p| p.speaker_level_db);
+    let received = |s: &Status| peer(s, "Xa Far").and_then(|p| p.media.audio_level_db);
+    let s = a.wait_for("B on A's speaker", Duration::from_secs(15), |s| {
+        speaker(s).is_some_and(|db| db > -40.0)
+    })?;
+    ensure!(
+        s.volume_percent == 80,
+        "default volume: {}",
+        s.volume_percent
+    );
+    // The level over a full second at this volume.
+    std::thread::sleep(Duration::from_millis(1_200));
+    let s = a.status()?;
+    let (at80, rx80) = (
+        speaker(&s).unwrap_or(-100.0),
+        received(&s).unwrap_or(-100.0),
+    );
+    for _ in 0..5 {
+        press(&mut fifo, code::KEY_VOLUMEDOWN)?;
+    }
+    a.wait_for("volume 30 %", Duration::from_secs(3), |s| {
+        s.volume_percent == 30
+    })?;
+    let s = a.wait_for("quieter speaker", Duration::from_secs(5), |s| {
+        speaker(s).is_some_and(|db| db < at80 - 12.0)
+    })?;
+    std::thread::sleep(Duration::from_millis(1_200));
+    let s30 = a.status().unwrap_or(s);
+    let (at30, rx30) = (
+        speaker(&s30).unwrap_or(-100.0),
+        received(&s30).unwrap_or(-100.0),
+    );
+    ensure!(
+        (rx30 - rx80).abs() < 3.0,
+        "received level moved with the volume: {rx80:.1} -> {rx30:.1} dBFS"
+    );
+    for _ in 0..4 {
+        press(&mut fifo, code::KEY_VOLUMEDOWN)?;
+    }
+    a.wait_for("volume 0 %: silent speaker", Duration::from_secs(5), |s| {
+        s.volume_percent == 0 && speaker(s).is_some_and(|db| db < -60.0)
+    })?;
+    for _ in 0..12 {
+        press(&mut fifo, code::KEY_VOLUMEUP)?;
+    }
+    let s = a.wait_for("volume 100 %", Duration::from_secs(5), |s| {
+        s.volume_percent == 100 && speaker(s).is_some_and(|db| db > at30 + 15.0)
+    })?;
+    let at100 = speaker(&s).unwrap_or(-100.0);
+    println!(
+        "speaker level of B at A: 80 % {at80:.1} dBFS, 30 % {at30:.1} dBFS, 0 % silent, \
+         100 % {at100:.1} dBFS; received {rx80:.1} / {rx30:.1} dBFS"
+    );
+    let text = diemcau_daemon::ctl::render(&s);
+    ensure!(text.contains("speaker:  100 %"), "{text}");
+
     // Mute: the far end hears silence.
     press(&mut fifo, code::KEY_MUTE)?;
     ensure!(

@@ -113,6 +113,7 @@ pub fn spawn(
     events: Events,
     status: Arc<Mutex<CallStatus>>,
     mute: watch::Receiver<bool>,
+    volume: watch::Receiver<u8>,
 ) -> CallHandle {
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(async move {
@@ -120,6 +121,7 @@ pub fn spawn(
         let control = Control {
             stop: stop_rx,
             mute,
+            volume,
         };
         let result = session(&cfg, &url, &room, call, &events, &status, control).await;
         *status.lock().unwrap_or_else(|e| e.into_inner()) = CallStatus::default();
@@ -161,10 +163,12 @@ fn tagged(
     tx
 }
 
-/// What the run loop tells a running call: leave, and the microphone switch.
+/// What the run loop tells a running call: leave, the microphone switch
+/// and the speaker volume (percent).
 struct Control {
     stop: oneshot::Receiver<()>,
     mute: watch::Receiver<bool>,
+    volume: watch::Receiver<u8>,
 }
 
 async fn session(
@@ -176,7 +180,11 @@ async fn session(
     status: &Mutex<CallStatus>,
     control: Control,
 ) -> Result<Ended, CallError> {
-    let Control { mut stop, mut mute } = control;
+    let Control {
+        mut stop,
+        mut mute,
+        mut volume,
+    } = control;
     tracing::info!(%call, %url, room = room.room_id, "joining");
     // Start the camera and encoder first: they warm up while we talk to
     // the server (four round trips, long ones on a poor link).
@@ -205,6 +213,9 @@ async fn session(
     for feed in joined.publishers {
         subscribe(cfg, &client, &mtx, &mut subs, feed, call, events).await;
     }
+    for s in subs.values() {
+        s.pipeline.set_volume(*volume.borrow_and_update());
+    }
     let mut joined_sent = false;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut last_sent: (u64, Instant) = (0, Instant::now());
@@ -220,12 +231,23 @@ async fn session(
                 tracing::info!(%call, muted, "microphone");
                 publisher.set_muted(muted);
             }
+            Ok(()) = volume.changed() => {
+                let percent = *volume.borrow_and_update();
+                tracing::info!(%call, percent, "speaker volume");
+                for s in subs.values() {
+                    s.pipeline.set_volume(percent);
+                }
+            }
             ev = sig.recv() => {
                 let Some(ev) = ev else { break Ended::Lost("signalling ended".into()) };
                 match ev {
                     SignalEvent::PublisherJoined(feed) => {
                         if !subs.contains_key(&feed.id) {
+                            let id = feed.id;
                             subscribe(cfg, &client, &mtx, &mut subs, feed, call, events).await;
+                            if let Some(s) = subs.get(&id) {
+                                s.pipeline.set_volume(*volume.borrow());
+                            }
                         }
                     }
                     SignalEvent::PublisherLeft { id } => {
@@ -315,6 +337,7 @@ async fn session(
                         rtp: s.rtp.clone(),
                         bitrate_kbps: s.bitrate_kbps,
                         picture: s.pipeline.picture(),
+                        speaker_level_db: s.pipeline.speaker_level_db(),
                     });
                 }
                 peers.sort_by_key(|p| p.id);

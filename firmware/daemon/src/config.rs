@@ -21,6 +21,8 @@
 //! stamp_frames = false              # draw time stamps for latency tests
 //! camera = "auto"                   # or pin one: "usb:046d:082d", "C920", "/dev/video2"
 //! microphone = "auto"               # or pin a sound card: "usb:0b0e:0412", "Jabra"
+//! speaker_volume = 80               # percent, until changed with Volume ±
+//!                                   # (then kept in district.state_dir)
 //! sim_devices = "/run/diemcau/sim"  # sim board: its test camera (microphone) is
 //!                                   # plugged in while sim_devices/camera
 //!                                   # (sim_devices/microphone) exists
@@ -129,6 +131,8 @@ pub struct RawMedia {
     pub camera: Option<String>,
     pub microphone: Option<String>,
     pub sim_devices: Option<PathBuf>,
+    /// The speaker volume until someone changes it with the remote, percent.
+    pub speaker_volume: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -213,6 +217,8 @@ pub struct Config {
     pub encoder: Option<String>,
     /// Which camera and microphone to capture from.
     pub devices: DevicesConfig,
+    /// The speaker volume until the remote changes it (then the saved one).
+    pub speaker_volume: u8,
     pub socket: PathBuf,
     /// Where to look for remotes; `None`: no remote.
     pub remote: Option<crate::remote::RemoteConfig>,
@@ -508,6 +514,20 @@ impl Config {
             ));
         }
         let keymap = validate_keys(path, &raw.control)?;
+        let volume = raw
+            .media
+            .speaker_volume
+            .unwrap_or(i64::from(crate::volume::DEFAULT_PERCENT));
+        let speaker_volume = u8::try_from(volume)
+            .ok()
+            .filter(|v| *v <= 100)
+            .ok_or_else(|| {
+                invalid(
+                    "media.speaker_volume",
+                    "0 to 100 percent",
+                    volume.to_string(),
+                )
+            })?;
         let devices = DevicesConfig {
             camera,
             microphone,
@@ -515,6 +535,7 @@ impl Config {
         };
         Ok(Config {
             devices,
+            speaker_volume,
             district,
             hardware,
             room_name,
@@ -723,6 +744,14 @@ socket = "/tmp/x.sock"
 
         let e = err(&GOOD.replace("video_out = \"none\"", "video_out = \"tv\""));
         assert!(e.contains("media.video_out"), "{e}");
+
+        let c = Config::parse(Path::new("room.toml"), GOOD).expect("valid");
+        assert_eq!(c.speaker_volume, 80);
+        let e = err(&GOOD.replace("[media]", "[media]\nspeaker_volume = 101"));
+        assert!(
+            e.contains("media.speaker_volume") && e.contains("0 to 100"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -21,6 +21,13 @@ pub enum Command {
     Toggle,
     /// Mute or unmute the microphone of the current call.
     Mute,
+    /// The speaker one step louder or quieter (the remote's Volume ±).
+    #[serde(rename = "volume_up")]
+    VolumeUp,
+    #[serde(rename = "volume_down")]
+    VolumeDown,
+    /// Show the status screen (the remote's Home key).
+    Home,
     Status,
 }
 
@@ -42,6 +49,10 @@ pub struct PeerStatus {
     /// slate and back).
     #[serde(default)]
     pub picture: PictureStats,
+    /// Loudness of what this room plays on our speaker (after the speaker
+    /// volume), dBFS over the last second.
+    #[serde(default)]
+    pub speaker_level_db: Option<f64>,
 }
 
 /// What `diemcau ctl status` shows.
@@ -82,6 +93,29 @@ pub struct Status {
     /// the room.
     #[serde(default)]
     pub muted: bool,
+    /// The speaker volume, 0 to 100 %.
+    #[serde(default)]
+    pub volume_percent: u8,
+    /// The TV on HDMI-CEC, when the room drives one.
+    #[serde(default)]
+    pub tv: Option<TvStatus>,
+}
+
+/// The TV as the room sees it over HDMI-CEC.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct TvStatus {
+    /// The CEC adapter (`/dev/cec0`).
+    pub device: String,
+    /// The adapter is open and holds a logical address.
+    pub connected: bool,
+    /// Our logical address on the bus (4: Playback 1).
+    pub logical_address: Option<u8>,
+    /// Our physical address, e.g. "1.0.0.0" (the TV's HDMI input 1).
+    pub physical_address: Option<String>,
+    /// The room believes the TV shows it (it sent Active Source).
+    pub active_source: bool,
+    /// Why the adapter cannot be used, while it cannot.
+    pub problem: Option<String>,
 }
 
 /// What the sender adaptation (`diemcau_media::adapt`) does with our video.
@@ -288,6 +322,30 @@ pub fn render_adapt(a: &AdaptStatus) -> String {
     )
 }
 
+/// One line for the TV: `tv:       /dev/cec0 connected as 4 at 1.0.0.0,
+/// showing the room`.
+pub fn render_tv(tv: &TvStatus) -> String {
+    let mut line = format!("tv:       {}", tv.device);
+    if tv.connected {
+        line.push_str(&format!(
+            " connected as {} at {}",
+            tv.logical_address
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "-".into()),
+            tv.physical_address.as_deref().unwrap_or("-")
+        ));
+        if tv.active_source {
+            line.push_str(", showing the room");
+        }
+    } else {
+        line.push_str(" not connected");
+    }
+    if let Some(p) = &tv.problem {
+        line.push_str(&format!(": {p}"));
+    }
+    line
+}
+
 /// Human-readable status.
 pub fn render(s: &Status) -> String {
     use std::fmt::Write;
@@ -298,6 +356,15 @@ pub fn render(s: &Status) -> String {
         s.room_name, s.board, s.encoder
     );
     let _ = writeln!(o, "state:    {}", s.state);
+    let _ = writeln!(
+        o,
+        "speaker:  {} %{}",
+        s.volume_percent,
+        if s.muted { ", microphone muted" } else { "" }
+    );
+    if let Some(tv) = &s.tv {
+        let _ = writeln!(o, "{}", render_tv(tv));
+    }
     if let Some(r) = &s.reason {
         let _ = writeln!(o, "reason:   {r}");
     }

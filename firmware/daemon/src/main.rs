@@ -62,6 +62,12 @@ enum Action {
     Toggle,
     /// Mute or unmute the microphone of the call (the remote's Mute key).
     Mute,
+    /// Speaker one step (10 %) louder (the remote's Volume +).
+    VolumeUp,
+    /// Speaker one step (10 %) quieter (the remote's Volume −).
+    VolumeDown,
+    /// Show the status screen for a while (the remote's Home key).
+    Home,
     /// Show state, room, peers and call statistics.
     Status,
 }
@@ -164,6 +170,9 @@ fn main() -> ExitCode {
                 Action::Leave => Command::Leave,
                 Action::Toggle => Command::Toggle,
                 Action::Mute => Command::Mute,
+                Action::VolumeUp => Command::VolumeUp,
+                Action::VolumeDown => Command::VolumeDown,
+                Action::Home => Command::Home,
                 Action::Status => Command::Status,
             };
             match rt.block_on(ctl::request(&socket, cmd)) {

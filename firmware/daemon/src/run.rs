@@ -154,6 +154,7 @@ pub fn self_test(
         socket: Default::default(),
         remote: None,
         keymap: Default::default(),
+        speaker_volume: crate::volume::DEFAULT_PERCENT,
         hardware: Default::default(),
     };
     let b = board(&cfg)?;
@@ -230,6 +231,17 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     let mut convened: Option<(String, Instant)> = None;
     let mut keys = cfg.remote.as_ref().map(crate::remote::spawn);
     let mut key_policy = crate::remote::KeyPolicy::default();
+    // The speaker volume, kept beside the district state when there is one.
+    let mut volume = crate::volume::Volume::load(
+        cfg.district
+            .as_ref()
+            .map(|d| d.state_dir.join("speaker-volume")),
+        cfg.speaker_volume,
+    );
+    tracing::info!(percent = volume.percent(), "speaker volume");
+    let (volume_tx, volume_rx) = tokio::sync::watch::channel(volume.percent());
+    // What Volume ± last set, shown over the screen for a few seconds.
+    let mut volume_toast: Option<(u8, Instant)> = None;
     // The microphone switch of whichever call runs; every call starts unmuted.
     let (mute_tx, mute_rx) = tokio::sync::watch::channel(false);
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<(CallId, ConferenceEvent)>();
@@ -250,19 +262,32 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             None => Duration::from_secs(3600),
         };
         let mut status_reply = None;
+        let mut pending_key = None;
         tokio::select! {
             req = ctl_rx.recv() => {
                 let Some((cmd, reply)) = req else { break };
+                use diemcau_control::keys::{KeyEvent, RemoteKey};
                 let input = match cmd {
                     Command::Join => Some(Input::Join),
                     Command::Leave => Some(Input::Leave),
                     Command::Toggle => Some(Input::Toggle),
                     Command::Mute => Some(Input::ToggleMute),
-                    Command::Status => None,
+                    Command::VolumeUp | Command::VolumeDown | Command::Home | Command::Status => None,
                 };
                 if let Some(i) = input {
                     tracing::info!(?cmd, "control");
                     room.handle_input(now_ms(started), i);
+                }
+                // The remote's keys, as if pressed.
+                let key = match cmd {
+                    Command::VolumeUp => Some(RemoteKey::VolumeUp),
+                    Command::VolumeDown => Some(RemoteKey::VolumeDown),
+                    Command::Home => Some(RemoteKey::Home),
+                    _ => None,
+                };
+                if let Some(k) = key {
+                    tracing::info!(?cmd, "control");
+                    pending_key = Some(KeyEvent::pressed(k));
                 }
                 status_reply = Some(reply);
             }
@@ -274,19 +299,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             }
             _ = tokio::time::sleep(sleep) => room.handle_input(now_ms(started), Input::Tick),
             key = recv_key(&mut keys) => match key {
-                Some(key) => {
-                    use crate::remote::KeyAction;
-                    match key_policy.on_key(now_ms(started), room.state(), key) {
-                        KeyAction::Input(input) => {
-                            tracing::info!(key = %key.key, ?input, "remote");
-                            room.handle_input(now_ms(started), input);
-                        }
-                        KeyAction::ConfirmLeave => {
-                            tracing::info!(key = %key.key, "remote: press again to leave");
-                        }
-                        KeyAction::Ignored => tracing::debug!(key = %key.key, "remote key ignored"),
-                    }
-                }
+                Some(key) => pending_key = Some(key),
                 None => keys = None,
             },
             input = recv_gpio(&mut gpio) => match input {
@@ -322,6 +335,28 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         }
+        if let Some(key) = pending_key {
+            use crate::remote::KeyAction;
+            match key_policy.on_key(now_ms(started), room.state(), key) {
+                KeyAction::Input(input) => {
+                    tracing::info!(key = %key.key, ?input, "remote");
+                    room.handle_input(now_ms(started), input);
+                }
+                KeyAction::ConfirmLeave => {
+                    tracing::info!(key = %key.key, "remote: press again to leave");
+                }
+                KeyAction::Volume(up) => {
+                    let percent = volume.step(up);
+                    tracing::info!(key = %key.key, percent, "remote: speaker volume");
+                    let _ = volume_tx.send(percent);
+                    volume_toast = Some((percent, Instant::now()));
+                }
+                KeyAction::StatusScreen(shown) => {
+                    tracing::info!(key = %key.key, shown, "remote: status screen");
+                }
+                KeyAction::Ignored => tracing::debug!(key = %key.key, "remote key ignored"),
+            }
+        }
         while let Some(out) = room.poll_output() {
             match out {
                 Output::StartCall { call, meeting } => {
@@ -346,6 +381,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                         ev_tx.clone(),
                         status.clone(),
                         mute_rx.clone(),
+                        volume_rx.clone(),
                     ));
                 }
                 Output::Mute(muted) => {
@@ -377,14 +413,23 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let devices =
                 crate::devices::status(&call_cfg.media, (s.camera.clone(), s.microphone.clone()));
-            sc.update(screen_view(
+            let extras = ScreenExtras {
+                status_screen: key_policy.status_screen(now_ms(started)),
+                volume_percent: volume.percent(),
+                tv: None,
+            };
+            let state = screen_view(
                 &room,
                 &cfg,
                 district.as_ref(),
                 &s,
                 convened.as_ref(),
                 devices,
-            ));
+                &extras,
+            );
+            volume_toast = volume_toast.filter(|(_, at)| at.elapsed() < TOAST_TIME);
+            let toast = volume_toast.map(|(p, _)| crate::screen::volume_toast(p));
+            sc.update(state, toast);
         }
         if let Some(reply) = status_reply {
             let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -394,6 +439,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             st.district = district.as_ref().map(|d| d.status());
             st.screen = screen.as_ref().and_then(|s| s.kind()).map(String::from);
             st.muted = room.muted();
+            st.volume_percent = volume.percent();
             let _ = reply.send(st);
         }
     }
@@ -428,6 +474,17 @@ fn log_state(state: &State) {
     }
 }
 
+/// How long the volume stays on the screen after Volume ±.
+const TOAST_TIME: Duration = Duration::from_secs(3);
+
+/// What the screen shows besides the room's state.
+struct ScreenExtras<'a> {
+    /// Home was pressed: the status screen.
+    status_screen: bool,
+    volume_percent: u8,
+    tv: Option<&'a ctl::TvStatus>,
+}
+
 /// What the screen should show now.
 fn screen_view(
     room: &Room,
@@ -439,6 +496,7 @@ fn screen_view(
         Option<diemcau_media::DeviceStatus>,
         Option<diemcau_media::DeviceStatus>,
     ),
+    extras: &ScreenExtras<'_>,
 ) -> diemcau_media::screen::ScreenState {
     use diemcau_media::DeviceState;
     let device_problem = [
@@ -491,6 +549,9 @@ fn screen_view(
         link,
         muted: room.muted(),
         device_problem,
+        status_screen: extras.status_screen,
+        volume_percent: extras.volume_percent,
+        tv: extras.tv,
     })
 }
 
@@ -522,6 +583,7 @@ fn build_status(
                     rtp: Default::default(),
                     bitrate_kbps: 0.0,
                     picture: Default::default(),
+                    speaker_level_db: None,
                 })
         })
         .collect();
@@ -545,6 +607,8 @@ fn build_status(
         microphone: None,
         screen: None,
         muted: false,
+        volume_percent: 0,
+        tv: None,
     }
 }
 

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use diemcau_core::State;
 use diemcau_media::MediaError;
-use diemcau_media::screen::{LinkQuality, Screen, ScreenSink, ScreenSpec, ScreenState};
+use diemcau_media::screen::{
+    LinkQuality, Scene, Screen, ScreenSink, ScreenSpec, ScreenState, StatusRow,
+};
 
 use crate::ctl::{DistrictStatus, PeerStatus};
 
@@ -51,6 +53,12 @@ pub struct View<'a> {
     /// read it: shown instead of the idle screen (in a call the far end
     /// gets the slate, and `ctl status` says the same).
     pub device_problem: Option<String>,
+    /// The status screen is asked for (the remote's Home key).
+    pub status_screen: bool,
+    /// The speaker volume, percent.
+    pub volume_percent: u8,
+    /// The TV over HDMI-CEC, when the room has one.
+    pub tv: Option<&'a crate::ctl::TvStatus>,
 }
 
 /// "HH:MM" of `unix_s` in the zone `offset_min` minutes east of UTC.
@@ -76,8 +84,123 @@ fn advice(reason: &str) -> &'static str {
     }
 }
 
+/// The rows of the status screen: network, provisioning, link, TV,
+/// speaker, version.
+pub fn status_rows(v: &View<'_>) -> Vec<StatusRow> {
+    let row = |label: &str, value: String, ok| StatusRow {
+        label: label.into(),
+        value,
+        ok,
+    };
+    let mut rows = Vec::new();
+    match v.district {
+        None => {
+            rows.push(row(
+                "Mạng / Network",
+                "Không dùng máy chủ huyện / No district server configured".into(),
+                true,
+            ));
+        }
+        Some(d) => {
+            let net = match (&d.problem, d.reachable) {
+                (_, true) => (
+                    "Kết nối với máy chủ huyện / Connected to the district server".to_string(),
+                    true,
+                ),
+                (Some(p), false) => (
+                    format!("Mất kết nối với huyện / District server unreachable: {p}"),
+                    false,
+                ),
+                (None, false) => (
+                    "Đang kết nối với huyện… / Reaching the district server…".to_string(),
+                    false,
+                ),
+            };
+            rows.push(row("Mạng / Network", net.0, net.1));
+            let prov = match (&d.device_id, d.enrolled) {
+                (Some(id), true) => (format!("Đã đăng ký / Enrolled as {id}"), true),
+                (_, true) => ("Đã đăng ký / Enrolled".into(), true),
+                (_, false) => (
+                    "Chưa đăng ký: gọi huyện / Not enrolled: call the district".into(),
+                    false,
+                ),
+            };
+            rows.push(row("Cài đặt / Provisioning", prov.0, prov.1));
+            let next = match (&d.next_meeting, d.next_meeting_starts_at) {
+                (Some(t), Some(at)) => format!("{t}, {}", clock_text(at, v.utc_offset_min)),
+                _ => "Chưa có / None scheduled".into(),
+            };
+            rows.push(row(
+                "Lịch họp / Schedule",
+                format!("{} cuộc họp / {} meetings; {next}", d.meetings, d.meetings),
+                true,
+            ));
+        }
+    }
+    let in_call = matches!(v.state, State::InCall { .. });
+    let link = match (in_call, v.link) {
+        (false, _) => ("Không trong cuộc họp / Not in a call".into(), true),
+        (true, LinkQuality::Good) => ("Tốt / Good".into(), true),
+        (true, LinkQuality::Fair) => ("Trung bình / Fair".into(), true),
+        (true, LinkQuality::Poor) => ("Kém / Poor".into(), false),
+        (true, LinkQuality::Unknown) => ("Đang đo… / Measuring…".into(), true),
+    };
+    rows.push(row("Đường truyền / Link", link.0, link.1));
+    if let Some(tv) = v.tv {
+        let value = if tv.connected {
+            format!(
+                "HDMI-CEC {} ({}) / HDMI-CEC {} ({})",
+                tv.physical_address.as_deref().unwrap_or("-"),
+                if tv.active_source {
+                    "đang hiển thị"
+                } else {
+                    "chờ"
+                },
+                tv.physical_address.as_deref().unwrap_or("-"),
+                if tv.active_source {
+                    "showing the room"
+                } else {
+                    "standing by"
+                },
+            )
+        } else {
+            format!(
+                "Không điều khiển được tivi / TV not reachable: {}",
+                tv.problem.as_deref().unwrap_or(&tv.device)
+            )
+        };
+        rows.push(row("Tivi / TV", value, tv.connected));
+    }
+    rows.push(row(
+        "Loa / Speaker",
+        format!("{} %", v.volume_percent),
+        v.volume_percent > 0,
+    ));
+    rows.push(row(
+        "Phiên bản / Version",
+        format!("diemcau {}", env!("CARGO_PKG_VERSION")),
+        true,
+    ));
+    rows
+}
+
+/// The volume message shown for a few seconds after Volume ±.
+pub fn volume_toast(percent: u8) -> String {
+    if percent == 0 {
+        "Đã tắt loa / Speaker off".into()
+    } else {
+        format!("Âm lượng {percent} % / Volume {percent} %")
+    }
+}
+
 /// The screen for `v`.
 pub fn screen_state(v: &View<'_>) -> ScreenState {
+    if v.status_screen {
+        return ScreenState::Status {
+            commune: v.commune.to_string(),
+            rows: status_rows(v),
+        };
+    }
     if let Some((title, ago)) = &v.convened
         && *ago < INCOMING_SECS
         && !matches!(v.state, State::Error { .. })
@@ -157,6 +280,7 @@ pub fn kind(state: &ScreenState) -> &'static str {
         ScreenState::Incoming { .. } => "incoming",
         ScreenState::InCall { .. } => "in_call",
         ScreenState::Error { .. } => "error",
+        ScreenState::Status { .. } => "status",
     }
 }
 
@@ -175,6 +299,7 @@ pub struct RoomScreen {
     png: Option<(PathBuf, Duration)>,
     last_png: Option<Instant>,
     shown: Option<ScreenState>,
+    toast: Option<String>,
 }
 
 impl RoomScreen {
@@ -189,13 +314,21 @@ impl RoomScreen {
             png,
             last_png: None,
             shown: None,
+            toast: None,
         })
     }
 
-    /// Shows `state` if it changed, and writes the PNG when one is due.
-    pub fn update(&mut self, state: ScreenState) {
-        if self.shown.as_ref() != Some(&state) {
-            if let Err(e) = self.screen.show(&state) {
+    /// Shows `state` (with `toast` over it) if either changed, and writes
+    /// the PNG when one is due.
+    pub fn update(&mut self, state: ScreenState, toast: Option<String>) {
+        if self.shown.as_ref() != Some(&state) || self.toast != toast {
+            let spec = self.screen.spec();
+            let mut scene = Scene::layout(&state, spec.width, spec.height);
+            if let Some(t) = &toast {
+                scene = scene.with_toast(t, spec.height);
+            }
+            self.toast = toast;
+            if let Err(e) = self.screen.apply(&scene) {
                 tracing::warn!(error = %e, "screen not updated");
             }
             if self.shown.as_ref().map(kind) != Some(kind(&state)) {
@@ -259,7 +392,69 @@ mod tests {
             link: LinkQuality::Unknown,
             muted: false,
             device_problem: None,
+            status_screen: false,
+            volume_percent: 80,
+            tv: None,
         }
+    }
+
+    #[test]
+    fn home_shows_the_status_screen_over_any_state() {
+        let district = DistrictStatus {
+            enrolled: true,
+            device_id: Some("dev-42".into()),
+            reachable: false,
+            problem: Some("connection refused".into()),
+            meetings: 2,
+            next_meeting: Some("Họp giao ban".into()),
+            next_meeting_starts_at: Some(1_796_083_200),
+            pending_events: 0,
+        };
+        let tv = crate::ctl::TvStatus {
+            device: "/dev/cec0".into(),
+            connected: true,
+            logical_address: Some(4),
+            physical_address: Some("1.0.0.0".into()),
+            active_source: true,
+            problem: None,
+        };
+        let in_call = State::InCall { call: CallId(1) };
+        for state in [State::Idle, in_call] {
+            let mut v = view(&state);
+            v.status_screen = true;
+            v.district = Some(&district);
+            v.tv = Some(&tv);
+            v.volume_percent = 60;
+            v.link = LinkQuality::Poor;
+            let ScreenState::Status { commune, rows } = screen_state(&v) else {
+                panic!("status screen");
+            };
+            assert_eq!(commune, "Điểm cầu xã Tiền Phong");
+            let find = |label: &str| {
+                rows.iter()
+                    .find(|r| r.label.contains(label))
+                    .unwrap_or_else(|| panic!("{label} row in {rows:?}"))
+            };
+            let net = find("Network");
+            assert!(
+                !net.ok && net.value.contains("connection refused"),
+                "{net:?}"
+            );
+            let prov = find("Provisioning");
+            assert!(prov.ok && prov.value.contains("dev-42"), "{prov:?}");
+            assert!(find("Schedule").value.contains("07:00"));
+            let link = find("Link");
+            assert_eq!(link.ok, !matches!(state, State::InCall { .. }), "{link:?}");
+            assert!(find("TV").value.contains("1.0.0.0"));
+            assert_eq!(find("Speaker").value, "60 %");
+            assert!(find("Version").value.contains(env!("CARGO_PKG_VERSION")));
+        }
+        let mut v = view(&State::Idle);
+        v.status_screen = true;
+        assert_eq!(kind(&screen_state(&v)), "status");
+        assert!(status_rows(&v)[0].value.contains("No district server"));
+        assert_eq!(volume_toast(60), "Âm lượng 60 % / Volume 60 %");
+        assert!(volume_toast(0).contains("Speaker off"));
     }
 
     #[test]

@@ -164,6 +164,23 @@ pub enum ScreenState {
     /// Something needs the staff: `reason` and what to do (`advice`), both
     /// bilingual, e.g. "Kiểm tra cáp mạng / Check the network cable".
     Error { reason: String, advice: String },
+    /// The status screen (the remote's Home key): one row per part of the
+    /// room (network, provisioning, link, version, speaker...).
+    Status {
+        commune: String,
+        rows: Vec<StatusRow>,
+    },
+}
+
+/// One row of the status screen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRow {
+    /// Bilingual: "Mạng / Network".
+    pub label: String,
+    /// As staff should read it, e.g. "Kết nối với huyện / Connected to the district".
+    pub value: String,
+    /// Green when fine, red when something needs doing.
+    pub ok: bool,
 }
 
 // ---------------------------------------------------------------------------
@@ -228,10 +245,12 @@ pub enum Spot {
     BottomLeft,
     /// Name of the video in slot `n` (0: large, 1..: strip).
     Label(usize),
+    /// A short message over any screen (the speaker volume after Volume ±).
+    Toast,
 }
 
 const LABELS: usize = 1 + MAX_STRIP;
-const SPOTS: usize = 5 + LABELS;
+const SPOTS: usize = 6 + LABELS;
 
 impl Spot {
     fn index(self) -> usize {
@@ -242,6 +261,7 @@ impl Spot {
             Spot::Bottom => 3,
             Spot::BottomLeft => 4,
             Spot::Label(n) => 5 + n.min(LABELS - 1),
+            Spot::Toast => 5 + LABELS,
         }
     }
 }
@@ -617,6 +637,71 @@ impl Scene {
                 );
                 (BG_URGENT, Some(BAR_ERROR))
             }
+            ScreenState::Status { commune, rows } => {
+                put(
+                    Spot::TopLeft,
+                    format!(
+                        "{}{}",
+                        st.span(30.0, WHITE, true, "Trạng thái"),
+                        st.span(22.0, WHITE, false, "  ·  Status"),
+                    ),
+                    HAlign::Left,
+                    VAlign::Top,
+                    margin,
+                    bar_text_y,
+                    false,
+                );
+                put(
+                    Spot::TopRight,
+                    st.span(24.0, WHITE, true, commune),
+                    HAlign::Right,
+                    VAlign::Top,
+                    margin,
+                    bar_text_y + st.px(4.0),
+                    false,
+                );
+                let lines: Vec<String> = rows
+                    .iter()
+                    .map(|r| {
+                        let (vi, en) = split_bilingual(&r.label);
+                        let label = match en {
+                            Some(en) => format!("{vi} · {en}"),
+                            None => vi.to_owned(),
+                        };
+                        let (dot, color) = if r.ok { ("●", GREEN) } else { ("●", RED) };
+                        format!(
+                            "{} {}  {}",
+                            st.span(22.0, color, true, dot),
+                            st.span(20.0, GREY, false, &format!("{label}:")),
+                            st.span(22.0, WHITE, !r.ok, &r.value.replace(" / ", " · ")),
+                        )
+                    })
+                    .collect();
+                put(
+                    Spot::Center,
+                    lines.join("\n"),
+                    HAlign::Left,
+                    VAlign::Top,
+                    margin * 2,
+                    st.px(140.0),
+                    false,
+                );
+                put(
+                    Spot::Bottom,
+                    st.bilingual(
+                        22.0,
+                        GREY,
+                        false,
+                        "Nhấn Home hoặc Back để đóng / Press Home or Back to close",
+                    ),
+                    HAlign::Center,
+                    VAlign::Bottom,
+                    0,
+                    st.px(40.0),
+                    false,
+                );
+                (BG, Some(BAR_BLUE))
+            }
             ScreenState::InCall {
                 large,
                 strip,
@@ -749,6 +834,33 @@ impl Scene {
             texts,
             videos,
         }
+    }
+
+    /// The scene with a short bilingual message over it (e.g. "Âm lượng
+    /// 60 % / Volume 60 %"), drawn large on a dark box below the middle (where the idle
+    /// screen has nothing), on a
+    /// `height`-line screen.
+    pub fn with_toast(mut self, text: &str, height: u32) -> Scene {
+        let st = Style::new(height);
+        let (vi, en) = split_bilingual(text);
+        let mut markup = st.span(30.0, WHITE, true, vi);
+        if let Some(en) = en {
+            markup.push('\n');
+            markup.push_str(&st.span(20.0, GREY, false, en));
+        }
+        self.texts.retain(|(s, _)| *s != Spot::Toast);
+        self.texts.push((
+            Spot::Toast,
+            Text {
+                markup,
+                halign: HAlign::Center,
+                valign: VAlign::Top,
+                xpad: 0,
+                ypad: st.px(380.0),
+                shaded: true,
+            },
+        ));
+        self
     }
 
     /// The text at `spot`, if the scene uses it.

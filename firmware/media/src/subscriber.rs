@@ -2,8 +2,9 @@
 //! display and speaker, with probes that count frames, read the time stamps
 //! and measure the audio level.
 
-use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gst::prelude::*;
 use gst_video::prelude::*;
@@ -21,6 +22,43 @@ pub struct Subscriber {
     webrtc: gst::Element,
     counters: Arc<ReceiveCounters>,
     picture: Arc<PictureMeter>,
+    /// Speaker volume, percent (see [`speaker_gain`]).
+    volume: Arc<AtomicU8>,
+    speaker: Arc<SpeakerMeter>,
+}
+
+/// The gain of the speaker at `percent` volume: 100 % plays the far end as
+/// received, 0 % is silent; in between the square of the fraction, so that
+/// each step sounds about as large (50 %: -12 dB, 30 %: -21 dB).
+pub fn speaker_gain(percent: u8) -> f64 {
+    let p = f64::from(percent.min(100)) / 100.0;
+    p * p
+}
+
+/// Loudness of what goes to the speaker (after the volume), dBFS (RMS):
+/// the loudest buffer since the current one-second window began.
+#[derive(Debug, Default)]
+pub struct SpeakerMeter {
+    inner: Mutex<(Option<Instant>, Option<f64>)>,
+}
+
+impl SpeakerMeter {
+    /// One buffer of level `rms_db` played at `now`.
+    pub fn push(&self, now: Instant, rms_db: f64) {
+        let mut i = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh =
+            i.0.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1));
+        if fresh {
+            i.1 = Some(i.1.unwrap_or(rms_db).max(rms_db));
+        } else {
+            *i = (Some(now), Some(rms_db));
+        }
+    }
+
+    /// The level, `None` before the first buffer.
+    pub fn level_db(&self) -> Option<f64> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
 }
 
 impl Drop for Subscriber {
@@ -59,6 +97,9 @@ impl Subscriber {
         let counters = Arc::new(ReceiveCounters::default());
         let picture = Arc::new(PictureMeter::default());
         let pic = picture.clone();
+        let volume = Arc::new(AtomicU8::new(100));
+        let speaker = Arc::new(SpeakerMeter::default());
+        let (vol, spk) = (volume.clone(), speaker.clone());
         let video_chain = video_chain(settings, peer_id, peer_name);
         let audio_chain = audio_chain(&settings.audio_out);
         let decoder = settings.decoder.launch_fragment();
@@ -88,14 +129,16 @@ impl Subscriber {
                 ),
                 "OPUS" => format!(
                     "rtpopusdepay ! opusdec plc=true ! audioconvert ! audioresample \
-                     ! audio/x-raw,format=S16LE,rate=48000 ! identity name=aprobe ! {audio_chain}"
+                     ! audio/x-raw,format=S16LE,rate=48000 ! identity name=aprobe \
+                     ! volume name=speaker volume={gain} ! identity name=spkprobe ! {audio_chain}",
+                    gain = speaker_gain(vol.load(Ordering::Relaxed)),
                 ),
                 other => {
                     tracing::warn!(encoding = other, "unsupported incoming media; discarded");
                     "fakesink sync=false async=false".to_string()
                 }
             };
-            if let Err(e) = link_chain(&pipeline, pad, &desc, &c, &pic) {
+            if let Err(e) = link_chain(&pipeline, pad, &desc, &c, &pic, (&vol, &spk)) {
                 let _ = events.send(MediaEvent::Failed(format!("receiving {media}: {e}")));
             }
         });
@@ -107,6 +150,8 @@ impl Subscriber {
             webrtc,
             counters,
             picture,
+            volume,
+            speaker,
         })
     }
 
@@ -122,6 +167,22 @@ impl Subscriber {
 
     pub fn counters(&self) -> &Arc<ReceiveCounters> {
         &self.counters
+    }
+
+    /// Sets the speaker volume of this feed, percent (0 to 100), from now
+    /// on and for audio that starts later.
+    pub fn set_volume(&self, percent: u8) {
+        let percent = percent.min(100);
+        self.volume.store(percent, Ordering::Relaxed);
+        if let Some(v) = self.pipeline.by_name("speaker") {
+            v.set_property("volume", speaker_gain(percent));
+        }
+    }
+
+    /// Loudness of what this feed plays on the speaker (after the volume),
+    /// dBFS over the last second.
+    pub fn speaker_level_db(&self) -> Option<f64> {
+        self.speaker.level_db()
     }
 
     /// Brightness of the received picture and when it last cut.
@@ -176,6 +237,7 @@ fn link_chain(
     desc: &str,
     counters: &Arc<ReceiveCounters>,
     picture: &Arc<PictureMeter>,
+    (volume, speaker): (&Arc<AtomicU8>, &Arc<SpeakerMeter>),
 ) -> Result<(), MediaError> {
     let bin = gst::parse::bin_from_description(desc, true)
         .map_err(|e| MediaError::Pipeline(e.to_string()))?;
@@ -196,6 +258,19 @@ fn link_chain(
             read_audio(pad, info, &c);
             gst::PadProbeReturn::Ok
         });
+    }
+    if let Some(p) = bin.by_name("spkprobe").and_then(|e| e.static_pad("src")) {
+        let m = speaker.clone();
+        p.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(db) = info.buffer().and_then(|b| buffer_dbfs(b)) {
+                m.push(Instant::now(), db);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    if let Some(v) = bin.by_name("speaker") {
+        // The volume may have changed while the chain was being made.
+        v.set_property("volume", speaker_gain(volume.load(Ordering::Relaxed)));
     }
     bin.sync_state_with_parent()
         .map_err(|e| MediaError::Pipeline(e.to_string()))?;
@@ -263,4 +338,46 @@ fn read_audio(pad: &gst::Pad, info: &gst::PadProbeInfo, counters: &ReceiveCounte
         samples.len() as u64 / channels,
         rms_dbfs(&samples),
     );
+}
+
+/// RMS level of an S16 buffer, dBFS.
+fn buffer_dbfs(buffer: &gst::BufferRef) -> Option<f64> {
+    let map = buffer.map_readable().ok()?;
+    let samples: Vec<i16> = map
+        .as_slice()
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    Some(rms_dbfs(&samples))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speaker_gain_is_bounded_and_monotonic() {
+        assert_eq!(speaker_gain(0), 0.0);
+        assert_eq!(speaker_gain(100), 1.0);
+        assert_eq!(speaker_gain(250), 1.0);
+        let db = |p| 20.0 * speaker_gain(p).log10();
+        assert!((db(50) + 12.04).abs() < 0.01, "{}", db(50));
+        for p in 1..=100u8 {
+            assert!(speaker_gain(p) > speaker_gain(p - 1));
+        }
+    }
+
+    #[test]
+    fn speaker_meter_keeps_the_loudest_of_the_last_second() {
+        let m = SpeakerMeter::default();
+        assert_eq!(m.level_db(), None);
+        let t = Instant::now();
+        m.push(t, -20.0);
+        m.push(t + Duration::from_millis(100), -10.0);
+        m.push(t + Duration::from_millis(200), -30.0);
+        assert_eq!(m.level_db(), Some(-10.0));
+        // A new window: quieter sound shows within a second.
+        m.push(t + Duration::from_millis(1_100), -40.0);
+        assert_eq!(m.level_db(), Some(-40.0));
+    }
 }

@@ -384,3 +384,61 @@ fn the_font_covers_vietnamese() {
     assert!(family.contains("DejaVu Sans"), "font: {text}");
     assert!(langs.split('|').any(|l| l == "vi"), "languages: {langs}");
 }
+
+#[test]
+fn status_screen_and_volume_toast() {
+    use diemcau_media::screen::StatusRow;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut screen = start();
+    let row = |label: &str, value: &str, ok| StatusRow {
+        label: label.into(),
+        value: value.into(),
+        ok,
+    };
+    screen
+        .show(&ScreenState::Status {
+            commune: "Điểm cầu xã Tiền Phong".into(),
+            rows: vec![
+                row(
+                    "Mạng / Network",
+                    "Kết nối với huyện / Connected to the district",
+                    true,
+                ),
+                row("Cài đặt / Provisioning", "Đã đăng ký / Enrolled", true),
+                row("Đường truyền / Link", "Tốt / Good", true),
+                row("Tivi / TV", "Không có HDMI-CEC / No HDMI-CEC", false),
+                row("Loa / Speaker", "60 %", true),
+                row("Phiên bản / Version", "diemcau 0.1.0", true),
+            ],
+        })
+        .expect("show");
+    let f = screen.snapshot().expect("frame");
+    save(&f, "status");
+    assert!(near(colour_at(&f, 640, 8), [0x14, 0x3d, 0x6b]), "blue bar");
+    assert!(bright(&f, rect(20, 10, 400, 76)) > 0.05, "title");
+    // Rows from y = 140 down, labels and values left-aligned.
+    assert!(bright(&f, rect(64, 140, 900, 300)) > 0.02, "rows");
+    let green = |[r, g, b]: [u8; 3]| g > 150 && r < 150 && b < 150;
+    let red = |[r, g, b]: [u8; 3]| r > 200 && g < 140 && b < 140;
+    assert!(
+        fraction(&f, rect(60, 140, 40, 300), green) > 0.01,
+        "green dots"
+    );
+    assert!(
+        fraction(&f, rect(60, 140, 40, 300), red) > 0.002,
+        "a red dot"
+    );
+    assert!(
+        fraction(&f, rect(200, 610, 880, 80), |p| luma(p) > 150) > 0.01,
+        "how to close"
+    );
+
+    // The volume toast over the idle screen.
+    let scene = Scene::layout(&idle(), W, H).with_toast("Âm lượng 60 % / Volume 60 %", H);
+    screen.apply(&scene).expect("apply");
+    let f = screen.snapshot().expect("frame");
+    save(&f, "volume");
+    assert!(bright(&f, rect(440, 380, 400, 50)) > 0.05, "toast");
+    assert!(dark(&f, rect(0, 160, 200, 480)) > 0.99, "left side");
+    screen.health().expect("healthy");
+}
