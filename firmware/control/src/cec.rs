@@ -753,8 +753,13 @@ impl CecDevice for FakeCec {
         Ok(())
     }
 
-    fn receive(&mut self, _timeout: Duration) -> Result<Option<CecMessage>, CecError> {
-        Ok(self.lock().inbox.pop_front())
+    fn receive(&mut self, timeout: Duration) -> Result<Option<CecMessage>, CecError> {
+        let msg = self.lock().inbox.pop_front();
+        if msg.is_none() {
+            // Like a real adapter, do not let a polling loop spin.
+            std::thread::sleep(timeout.min(Duration::from_millis(5)));
+        }
+        Ok(msg)
     }
 }
 

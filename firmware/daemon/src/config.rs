@@ -32,6 +32,10 @@
 //! remote = true                     # remotes from /dev/input (input_dir,
 //!                                   # input_sysfs: where to look)
 //! default_keys = true               # start from the default key map
+//! cec = "auto"                      # HDMI-CEC: "auto" (/dev/cec0 if present),
+//!                                   # "off", "/dev/cecN", "sim:DIR" (tests)
+//! cec_standby_after_secs = 1800     # TV to standby when idle; 0: never
+//! cec_wake_on_meeting = true        # TV on when a meeting is due
 //!
 //! [control.keys]                    # Linux key name (or code) = remote key
 //! KEY_F1 = "ok"                     # ok: join or leave; mute; volume_up,
@@ -145,6 +149,11 @@ pub struct RawControl {
     pub input_sysfs: Option<PathBuf>,
     /// Start from the default key map (true) or from an empty one.
     pub default_keys: Option<bool>,
+    /// HDMI-CEC: "auto" (default: /dev/cec0 if present), "off", a device
+    /// path, or "sim:DIR" (a simulated bus, for tests).
+    pub cec: Option<String>,
+    pub cec_standby_after_secs: Option<i64>,
+    pub cec_wake_on_meeting: Option<bool>,
     /// `[control.keys]`: Linux key name (or number) = remote key, or "none".
     #[serde(default)]
     pub keys: std::collections::BTreeMap<String, String>,
@@ -224,6 +233,8 @@ pub struct Config {
     pub remote: Option<crate::remote::RemoteConfig>,
     /// Linux key codes to remote keys (`[control.keys]` over the defaults).
     pub keymap: KeyMap,
+    /// The TV over HDMI-CEC; `None`: `cec = "off"`.
+    pub tv: Option<crate::tv::TvConfig>,
     pub district: Option<DistrictConfig>,
     pub hardware: HardwareConfig,
 }
@@ -514,6 +525,7 @@ impl Config {
             ));
         }
         let keymap = validate_keys(path, &raw.control)?;
+        let tv = validate_cec(&invalid, &raw.control)?;
         let volume = raw
             .media
             .speaker_volume
@@ -534,6 +546,7 @@ impl Config {
             sim_devices: raw.media.sim_devices,
         };
         Ok(Config {
+            tv,
             devices,
             speaker_volume,
             district,
@@ -565,6 +578,48 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
         })
     }
+}
+
+/// `[control] cec`, `cec_standby_after_secs`, `cec_wake_on_meeting`.
+fn validate_cec(
+    invalid: &dyn Fn(&'static str, &'static str, String) -> ConfigError,
+    raw: &RawControl,
+) -> Result<Option<crate::tv::TvConfig>, ConfigError> {
+    use crate::tv::{CecAdapter, DEFAULT_STANDBY_SECS, TvConfig};
+    let value = raw.cec.as_deref().map(str::trim).unwrap_or("auto");
+    let adapter = match value {
+        "off" => return Ok(None),
+        "auto" => CecAdapter::Auto,
+        v if v.starts_with("sim:") && Path::new(&v[4..]).is_absolute() => {
+            CecAdapter::Sim(PathBuf::from(&v[4..]))
+        }
+        v if v.starts_with("/dev/") && v.len() > 5 => CecAdapter::Device(PathBuf::from(v)),
+        v => {
+            return Err(invalid(
+                "control.cec",
+                "\"auto\", \"off\", a CEC device like \"/dev/cec0\" or \"sim:/absolute/folder\"",
+                format!("{v:?}"),
+            ));
+        }
+    };
+    let standby = raw
+        .cec_standby_after_secs
+        .unwrap_or(DEFAULT_STANDBY_SECS as i64);
+    let standby_after = u64::try_from(standby)
+        .ok()
+        .filter(|s| *s <= 86_400)
+        .ok_or_else(|| {
+            invalid(
+                "control.cec_standby_after_secs",
+                "0 (never) to 86400 seconds",
+                standby.to_string(),
+            )
+        })?;
+    Ok(Some(TvConfig {
+        adapter,
+        standby_after: (standby_after > 0).then(|| std::time::Duration::from_secs(standby_after)),
+        wake_on_meeting: raw.cec_wake_on_meeting.unwrap_or(true),
+    }))
 }
 
 /// What `[control.keys]` may bind a key to, for error messages.
@@ -854,6 +909,60 @@ socket = "/tmp/x.sock"
         assert!(e.contains("control.default_keys"), "{e}");
         let e = err(&format!("{GOOD}[control.keys]\nKEY_OK = 3\n"));
         assert!(e.contains("not valid") && e.contains("KEY_OK"), "{e}");
+    }
+
+    #[test]
+    fn cec_settings() {
+        use crate::tv::{CecAdapter, TvConfig};
+        use std::time::Duration;
+        let c = Config::parse(Path::new("room.toml"), GOOD).expect("valid");
+        assert_eq!(
+            c.tv,
+            Some(TvConfig {
+                adapter: CecAdapter::Auto,
+                standby_after: Some(Duration::from_secs(1800)),
+                wake_on_meeting: true,
+            })
+        );
+        let with = |extra: &str| format!("{GOOD}{extra}\n");
+        let c = Config::parse(Path::new("room.toml"), &with("cec = \"off\"")).unwrap();
+        assert_eq!(c.tv, None);
+        let c = Config::parse(
+            Path::new("room.toml"),
+            &with("cec = \"/dev/cec1\"\ncec_standby_after_secs = 0\ncec_wake_on_meeting = false"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.tv,
+            Some(TvConfig {
+                adapter: CecAdapter::Device("/dev/cec1".into()),
+                standby_after: None,
+                wake_on_meeting: false,
+            })
+        );
+        let c = Config::parse(Path::new("room.toml"), &with("cec = \"sim:/tmp/tv\"")).unwrap();
+        assert_eq!(
+            c.tv.map(|t| t.adapter),
+            Some(CecAdapter::Sim("/tmp/tv".into()))
+        );
+        for (line, key) in [
+            ("cec = \"hdmi\"", "control.cec"),
+            ("cec = \"sim:relative\"", "control.cec"),
+            (
+                "cec_standby_after_secs = -1",
+                "control.cec_standby_after_secs",
+            ),
+            (
+                "cec_standby_after_secs = 90000",
+                "control.cec_standby_after_secs",
+            ),
+        ] {
+            let e = err(&with(line));
+            assert!(
+                e.contains(key) && e.contains("/etc/diemcau/room.toml"),
+                "{line}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod hw;
 pub mod remote;
 pub mod run;
 pub mod screen;
+pub mod tv;
 pub mod volume;
 
 /// An error and all its causes on one line, for logs.

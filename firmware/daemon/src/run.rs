@@ -155,6 +155,7 @@ pub fn self_test(
         remote: None,
         keymap: Default::default(),
         speaker_volume: crate::volume::DEFAULT_PERCENT,
+        tv: None,
         hardware: Default::default(),
     };
     let b = board(&cfg)?;
@@ -229,6 +230,12 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
         }
     });
     let mut convened: Option<(String, Instant)> = None;
+    // The TV over HDMI-CEC, and the meeting it was last woken for.
+    let mut tv = cfg
+        .tv
+        .as_ref()
+        .and_then(|t| crate::tv::start(t, &cfg.room_name));
+    let mut tv_woken_for: Option<String> = None;
     let mut keys = cfg.remote.as_ref().map(crate::remote::spawn);
     let mut key_policy = crate::remote::KeyPolicy::default();
     // The speaker volume, kept beside the district state when there is one.
@@ -287,7 +294,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                 };
                 if let Some(k) = key {
                     tracing::info!(?cmd, "control");
-                    pending_key = Some(KeyEvent::pressed(k));
+                    pending_key = Some((KeyEvent::pressed(k), false));
                 }
                 status_reply = Some(reply);
             }
@@ -299,8 +306,12 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             }
             _ = tokio::time::sleep(sleep) => room.handle_input(now_ms(started), Input::Tick),
             key = recv_key(&mut keys) => match key {
-                Some(key) => pending_key = Some(key),
+                Some(key) => pending_key = Some((key, false)),
                 None => keys = None,
+            },
+            key = recv_tv_key(&mut tv) => match key {
+                Some(key) => pending_key = Some((key, true)),
+                None => tv = None,
             },
             input = recv_gpio(&mut gpio) => match input {
                 Some(input) => room.handle_input(now_ms(started), input),
@@ -324,6 +335,15 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             _ = second.tick() => {
                 supervision.pet(Instant::now());
                 if let Some(d) = district.as_mut() {
+                    let now_s = d.now_s();
+                    if let (Some(t), Some(m)) = (tv.as_ref(), d.meetings.next(now_s))
+                        && m.starts_at - now_s <= TV_WAKE_BEFORE_S
+                        && tv_woken_for.as_deref() != Some(m.id.as_str())
+                    {
+                        tracing::info!(meeting = %m.title, "meeting due: TV on");
+                        tv_woken_for = Some(m.id.clone());
+                        t.send(crate::tv::TvEvent::MeetingDue);
+                    }
                     for input in d.meetings.tick(d.now_s()) {
                         tracing::info!(?input, "schedule");
                         room.handle_input(now_ms(started), input);
@@ -335,8 +355,11 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         }
-        if let Some(key) = pending_key {
+        if let Some((key, from_tv)) = pending_key {
             use crate::remote::KeyAction;
+            if !from_tv && let Some(t) = tv.as_ref() {
+                t.send(crate::tv::TvEvent::Activity);
+            }
             match key_policy.on_key(now_ms(started), room.state(), key) {
                 KeyAction::Input(input) => {
                     tracing::info!(key = %key.key, ?input, "remote");
@@ -374,6 +397,9 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                         ))
                     });
                     let _ = mute_tx.send(false);
+                    if let Some(t) = tv.as_ref() {
+                        t.send(crate::tv::TvEvent::CallStarted);
+                    }
                     calls.push(call::spawn(
                         call_cfg.clone(),
                         target,
@@ -399,6 +425,11 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                 Output::StateChanged(state) => {
                     log_state(&state);
                     supervision.state_changed(&state);
+                    if let Some(t) = tv.as_ref()
+                        && matches!(state, State::Idle | State::Error { .. })
+                    {
+                        t.send(crate::tv::TvEvent::CallEnded);
+                    }
                     if let Some(g) = gpio.as_ref() {
                         let _ = g.led.send(hw::led_pattern_muted(&state, room.muted()));
                     }
@@ -413,10 +444,11 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let devices =
                 crate::devices::status(&call_cfg.media, (s.camera.clone(), s.microphone.clone()));
+            let tv_status = tv.as_ref().map(crate::tv::Tv::status);
             let extras = ScreenExtras {
                 status_screen: key_policy.status_screen(now_ms(started)),
                 volume_percent: volume.percent(),
-                tv: None,
+                tv: tv_status.as_ref(),
             };
             let state = screen_view(
                 &room,
@@ -440,6 +472,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             st.screen = screen.as_ref().and_then(|s| s.kind()).map(String::from);
             st.muted = room.muted();
             st.volume_percent = volume.percent();
+            st.tv = tv.as_ref().map(crate::tv::Tv::status);
             let _ = reply.send(st);
         }
     }
@@ -473,6 +506,10 @@ fn log_state(state: &State) {
         _ => tracing::info!(state = state.name(), "room state"),
     }
 }
+
+/// The TV is woken this long before a scheduled meeting starts (the room
+/// joins it [`crate::district::EARLY_JOIN_S`] early).
+const TV_WAKE_BEFORE_S: i64 = 120;
 
 /// How long the volume stays on the screen after Volume ±.
 const TOAST_TIME: Duration = Duration::from_secs(3);
@@ -626,6 +663,13 @@ async fn recv_key(
 ) -> Option<diemcau_control::keys::KeyEvent> {
     match keys {
         Some(k) => k.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_tv_key(tv: &mut Option<crate::tv::Tv>) -> Option<diemcau_control::keys::KeyEvent> {
+    match tv {
+        Some(t) => t.next_key().await,
         None => std::future::pending().await,
     }
 }
