@@ -339,6 +339,14 @@ pub fn key_code_from_name(name: &str) -> Option<u16> {
         return Some(c);
     }
     let digit = |rest: &str| rest.parse::<u8>().ok().filter(|d| *d <= 9);
+    // Function keys: many RF remotes send them for their extra buttons.
+    if let Some(n) = upper
+        .strip_prefix("KEY_F")
+        .and_then(|r| r.parse::<u16>().ok())
+        .filter(|n| (1..=12).contains(n))
+    {
+        return Some(function_key(n));
+    }
     if let Some(d) = upper.strip_prefix("KEY_NUMERIC_").and_then(digit) {
         return Some(code::KEY_NUMERIC_0 + u16::from(d));
     }
@@ -351,8 +359,19 @@ pub fn key_code_from_name(name: &str) -> Option<u16> {
     None
 }
 
+/// The code of `KEY_F<n>`, `n` from 1 to 12.
+fn function_key(n: u16) -> u16 {
+    match n {
+        1..=10 => 58 + n,
+        _ => 87 + (n - 11),
+    }
+}
+
 /// The `input-event-codes.h` name of a code, when it is one this crate knows.
 pub fn key_name(c: u16) -> Option<String> {
+    if let Some(n) = (1..=12).find(|n| function_key(*n) == c) {
+        return Some(format!("KEY_F{n}"));
+    }
     if let Some((n, _)) = KEY_NAMES.iter().find(|(_, k)| *k == c) {
         return Some((*n).to_owned());
     }
@@ -593,6 +612,14 @@ mod tests {
         assert_eq!(key_code_from_name("KEY_7"), Some(8));
         assert_eq!(key_code_from_name("KEY_NUMERIC_3"), Some(0x203));
         assert_eq!(key_code_from_name("KEY_KP0"), Some(82));
+        assert_eq!(key_code_from_name("KEY_F1"), Some(59));
+        assert_eq!(key_code_from_name("key_f10"), Some(68));
+        assert_eq!(key_code_from_name("KEY_F11"), Some(87));
+        assert_eq!(key_code_from_name("KEY_F12"), Some(88));
+        assert_eq!(key_code_from_name("KEY_F0"), None);
+        assert_eq!(key_code_from_name("KEY_F13"), None);
+        assert_eq!(key_name(59).as_deref(), Some("KEY_F1"));
+        assert_eq!(key_name(88).as_deref(), Some("KEY_F12"));
         assert_eq!(key_code_from_name("KEY_NOPE"), None);
         assert_eq!(key_code_from_name("KEY_10"), None);
         assert_eq!(key_code_from_name("0x300"), None);
@@ -641,10 +668,10 @@ mod tests {
     #[test]
     fn config_rejects_unknown_names() {
         let mut cfg = KeyMapConfig::default();
-        cfg.bind.insert("KEY_F1".into(), RemoteKey::Call);
+        cfg.bind.insert("KEY_F13".into(), RemoteKey::Call);
         assert_eq!(
             KeyMap::from_config(&cfg),
-            Err(KeyMapError::UnknownKeyName("KEY_F1".into()))
+            Err(KeyMapError::UnknownKeyName("KEY_F13".into()))
         );
         let bad: Result<KeyMapConfig, _> = toml::from_str("[bind]\nKEY_OK = \"launch\"\n");
         assert!(bad.is_err());

@@ -878,12 +878,12 @@ socket = "/tmp/x.sock"
         assert_eq!(c.remote.as_ref().map(|r| &r.keymap), Some(&c.keymap));
 
         let site = format!(
-            "{GOOD}default_keys = true\n[control.keys]\nKEY_RED = \"hang_up\"\n\"59\" = \"ok\"\n\
+            "{GOOD}default_keys = true\n[control.keys]\nKEY_RED = \"hang_up\"\nKEY_F2 = \"ok\"\n\
              KEY_POWER = \"none\"\nKEY_OK = \" home \"\n"
         );
         let c = Config::parse(Path::new("room.toml"), &site).expect("valid");
         assert_eq!(c.keymap.lookup(code::KEY_RED), Some(RemoteKey::HangUp));
-        assert_eq!(c.keymap.lookup(59), Some(RemoteKey::Ok));
+        assert_eq!(c.keymap.lookup(60), Some(RemoteKey::Ok), "KEY_F2");
         assert_eq!(c.keymap.lookup(code::KEY_POWER), None);
         assert_eq!(c.keymap.lookup(code::KEY_OK), Some(RemoteKey::Home));
         assert_eq!(c.keymap.lookup(code::KEY_ENTER), Some(RemoteKey::Ok));
@@ -963,6 +963,23 @@ socket = "/tmp/x.sock"
                 "{line}: {e}"
             );
         }
+    }
+
+    /// The README's sample configuration is a valid one (it once bound
+    /// KEY_F1, which the key names did not know).
+    #[test]
+    fn readme_sample_config_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n[room]").expect("sample in README") + 8;
+        let len = readme[start..].find("```").expect("end of sample");
+        let c = Config::parse(Path::new("README.md"), &readme[start..start + len])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.keymap.lookup(59), Some(RemoteKey::Ok), "KEY_F1 = \"ok\"");
+        assert_eq!(
+            c.keymap.lookup(diemcau_control::keys::code::KEY_POWER),
+            None
+        );
+        assert!(c.tv.is_some());
     }
 
     #[test]
