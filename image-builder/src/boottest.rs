@@ -133,152 +133,233 @@ pub fn classify(line: &str, t: f64, times: &mut BootTimes) {
     }
 }
 
-/// Boots the image and waits for the ready line.
-pub fn run(opts: &BootOptions) -> Result<BootTimes, BootError> {
-    let boot = layout::find_boot(&opts.image)?;
-    let tmp = tempfile::tempdir().map_err(|source| BootError::Io {
-        path: std::env::temp_dir(),
-        source,
-    })?;
-    let kernel = tmp.path().join("vmlinuz");
-    let initrd = tmp.path().join("initrd.img");
-    let cmdline_file = tmp.path().join("cmdline.txt");
-    extract(&opts.image, boot.start, "vmlinuz", &kernel)?;
-    extract(&opts.image, boot.start, "initrd.img", &initrd)?;
-    extract(&opts.image, boot.start, "cmdline.txt", &cmdline_file)?;
-    let cmdline = std::fs::read_to_string(&cmdline_file)
-        .map_err(|source| BootError::Io {
-            path: cmdline_file.clone(),
-            source,
-        })?
-        .trim()
-        .to_owned();
-    // Status lines on the serial console so the stages can be seen.
-    let cmdline = format!("{cmdline} systemd.show_status=1");
+/// A guest running under QEMU, its console read line by line. Dropping it
+/// stops QEMU. [`Guest::wait_for`] can be called again and again, so a
+/// caller can time several stages of one boot (ready, then enrolled, then
+/// in the call) while the guest keeps running.
+pub struct Guest {
+    _qemu: Guard,
+    rx: mpsc::Receiver<Option<String>>,
+    started: Instant,
+    log: Option<std::fs::File>,
+    echo: bool,
+    exited: bool,
+    /// Stages seen so far.
+    pub times: BootTimes,
+    tail: Vec<String>,
+    // Keeps the kernel and initramfs until QEMU has read them.
+    _tmp: tempfile::TempDir,
+}
 
-    // Under coreutils' `timeout`, so QEMU cannot outlive a boot test that was
-    // itself killed (a signal skips the guard that kills it).
-    let qemu = tools::which("qemu-system-aarch64").ok_or_else(|| {
-        BootError::Qemu(ToolError::Missing {
-            tool: "qemu-system-aarch64".into(),
-            package: tools::package_of("qemu-system-aarch64"),
-        })
-    })?;
-    let mut c = tools::cmd("timeout").map_err(BootError::Qemu)?;
-    c.arg("--kill-after=10")
-        .arg((opts.timeout.as_secs() + 30).to_string())
-        .arg(qemu)
-        .args(["-M", "virt", "-cpu", "cortex-a72"])
-        .args(["-smp", &opts.smp.to_string()])
-        .args(["-m", &opts.memory_mib.to_string()])
-        .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&initrd)
-        .args(["-append", &cmdline])
-        .arg("-drive")
-        .arg(format!(
-            "file={},format=raw,if=virtio,snapshot=on",
-            opts.image.display()
-        ))
-        .args([
-            "-netdev",
-            "user,id=n0",
-            "-device",
-            "virtio-net-pci,netdev=n0",
-        ])
-        .args(["-no-reboot"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = Guard(c.spawn().map_err(BootError::Spawn)?);
-    let (tx, rx) = mpsc::channel::<Option<String>>();
-    let stdout = child.0.stdout.take().expect("piped");
-    let stderr = child.0.stderr.take().expect("piped");
-    let tx2 = tx.clone();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match r.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let l = strip_ansi(String::from_utf8_lossy(&buf).trim_end());
-                    if tx.send(Some(l)).is_err() {
-                        break;
+impl Guest {
+    /// Takes the kernel, initramfs and command line out of the image's boot
+    /// partition and starts QEMU (the image is opened in snapshot mode).
+    pub fn start(opts: &BootOptions) -> Result<Guest, BootError> {
+        let boot = layout::find_boot(&opts.image)?;
+        let tmp = tempfile::tempdir().map_err(|source| BootError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let kernel = tmp.path().join("vmlinuz");
+        let initrd = tmp.path().join("initrd.img");
+        let cmdline_file = tmp.path().join("cmdline.txt");
+        extract(&opts.image, boot.start, "vmlinuz", &kernel)?;
+        extract(&opts.image, boot.start, "initrd.img", &initrd)?;
+        extract(&opts.image, boot.start, "cmdline.txt", &cmdline_file)?;
+        let cmdline = std::fs::read_to_string(&cmdline_file)
+            .map_err(|source| BootError::Io {
+                path: cmdline_file.clone(),
+                source,
+            })?
+            .trim()
+            .to_owned();
+        // Status lines on the serial console so the stages can be seen.
+        let cmdline = format!("{cmdline} systemd.show_status=1");
+
+        // Under coreutils' `timeout`, so QEMU cannot outlive a boot test
+        // that was itself killed (a signal skips the guard that kills it).
+        let qemu = tools::which("qemu-system-aarch64").ok_or_else(|| {
+            BootError::Qemu(ToolError::Missing {
+                tool: "qemu-system-aarch64".into(),
+                package: tools::package_of("qemu-system-aarch64"),
+            })
+        })?;
+        let mut c = tools::cmd("timeout").map_err(BootError::Qemu)?;
+        // --foreground: QEMU stays in the caller's process group, so a
+        // `timeout` or Ctrl-C around the whole test reaches it too.
+        c.args(["--foreground", "--kill-after=10"])
+            .arg((opts.timeout.as_secs() + 30).to_string())
+            .arg(qemu)
+            .args(["-M", "virt", "-cpu", "cortex-a72"])
+            .args(["-smp", &opts.smp.to_string()])
+            .args(["-m", &opts.memory_mib.to_string()])
+            .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+            .arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .args(["-append", &cmdline])
+            .arg("-drive")
+            .arg(format!(
+                "file={},format=raw,if=virtio,snapshot=on",
+                opts.image.display()
+            ))
+            .args([
+                "-netdev",
+                "user,id=n0",
+                "-device",
+                // No option ROM: the kernel is loaded directly, and without
+                // ipxe-qemu (a Recommends) QEMU refuses to start for want of it.
+                "virtio-net-pci,netdev=n0,romfile=",
+            ])
+            .args(["-no-reboot"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = Guard(c.spawn().map_err(BootError::Spawn)?);
+        let (tx, rx) = mpsc::channel::<Option<String>>();
+        let stdout = child.0.stdout.take().expect("piped");
+        let stderr = child.0.stderr.take().expect("piped");
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let l = strip_ansi(String::from_utf8_lossy(&buf).trim_end());
+                        if tx.send(Some(l)).is_err() {
+                            break;
+                        }
                     }
                 }
             }
-        }
-        let _ = tx.send(None);
-    });
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx2.send(Some(format!("[qemu] {l}")));
-        }
-    });
-    let mut log = match &opts.console_log {
-        Some(p) => Some(std::fs::File::create(p).map_err(|source| BootError::Io {
-            path: p.clone(),
-            source,
-        })?),
-        None => None,
-    };
-    let mut times = BootTimes::default();
-    let mut tail: Vec<String> = Vec::new();
-    let tail_text = |t: &Vec<String>| t.join("\n");
-    loop {
-        let left = opts.timeout.saturating_sub(started.elapsed());
-        if left.is_zero() {
-            let last = last_stage(&times);
-            return Err(BootError::Timeout {
-                ready: opts.ready.clone(),
-                secs: opts.timeout.as_secs(),
-                last,
-                tail: tail_text(&tail),
-            });
-        }
-        let line = match rx.recv_timeout(left.min(Duration::from_secs(1))) {
-            Ok(Some(l)) => l,
-            Ok(None) => {
-                return Err(BootError::Exited {
-                    tail: tail_text(&tail),
-                });
+            let _ = tx.send(None);
+        });
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx2.send(Some(format!("[qemu] {l}")));
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(BootError::Exited {
-                    tail: tail_text(&tail),
-                });
-            }
+        });
+        let log = match &opts.console_log {
+            Some(p) => Some(std::fs::File::create(p).map_err(|source| BootError::Io {
+                path: p.clone(),
+                source,
+            })?),
+            None => None,
         };
-        let t = started.elapsed().as_secs_f64();
-        if opts.echo {
-            eprintln!("{t:7.1} | {line}");
-        }
-        if let Some(f) = log.as_mut() {
-            let _ = writeln!(f, "{t:7.1} | {line}");
-        }
-        tail.push(line.clone());
-        if tail.len() > 30 {
-            tail.remove(0);
-        }
-        classify(&line, t, &mut times);
-        if line.contains(&opts.ready) {
-            times.ready = Some(t);
-            return Ok(times);
-        }
-        if let Some(f) = FATAL.iter().find(|f| line.contains(*f)) {
-            tracing::debug!(pattern = f, "fatal console line");
-            return Err(BootError::Failed {
-                line,
-                tail: tail_text(&tail),
-            });
+        Ok(Guest {
+            _qemu: child,
+            rx,
+            started,
+            log,
+            echo: opts.echo,
+            exited: false,
+            times: BootTimes::default(),
+            tail: Vec::new(),
+            _tmp: tmp,
+        })
+    }
+
+    /// Seconds since QEMU started.
+    pub fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// The last console lines (at most 30).
+    pub fn tail(&self) -> String {
+        self.tail.join("\n")
+    }
+
+    /// Reads the console for up to `timeout`, feeding every line to `f`,
+    /// until `f` returns `true` (returns the time, in seconds since QEMU
+    /// started) or a fatal line shows.
+    pub fn watch(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&str) -> bool,
+    ) -> Result<f64, BootError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(BootError::Timeout {
+                    ready: what.to_owned(),
+                    secs: timeout.as_secs(),
+                    last: last_stage(&self.times),
+                    tail: self.tail(),
+                });
+            }
+            if self.exited {
+                return Err(BootError::Exited { tail: self.tail() });
+            }
+            let line = match self.rx.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(Some(l)) => l,
+                Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.exited = true;
+                    return Err(BootError::Exited { tail: self.tail() });
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if f("") {
+                        return Ok(self.elapsed());
+                    }
+                    continue;
+                }
+            };
+            let t = self.elapsed();
+            if self.echo {
+                eprintln!("{t:7.1} | {line}");
+            }
+            if let Some(f) = self.log.as_mut() {
+                let _ = writeln!(f, "{t:7.1} | {line}");
+            }
+            self.tail.push(line.clone());
+            if self.tail.len() > 30 {
+                self.tail.remove(0);
+            }
+            classify(&line, t, &mut self.times);
+            if f(&line) {
+                return Ok(t);
+            }
+            if let Some(p) = FATAL.iter().find(|p| line.contains(*p)) {
+                tracing::debug!(pattern = p, "fatal console line");
+                return Err(BootError::Failed {
+                    line,
+                    tail: self.tail(),
+                });
+            }
         }
     }
+
+    /// Waits for a console line containing `pattern`.
+    pub fn wait_for(&mut self, pattern: &str, timeout: Duration) -> Result<f64, BootError> {
+        self.watch(pattern, timeout, |l| !l.is_empty() && l.contains(pattern))
+    }
+
+    /// Keeps reading (and logging) the console for `d`, so QEMU's pipe
+    /// never fills while the caller waits on something else.
+    pub fn pump(&mut self, d: Duration) -> Result<(), BootError> {
+        match self.watch("", d, |_| false) {
+            Err(BootError::Timeout { .. }) => Ok(()),
+            Err(e) => Err(e),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// Stops QEMU (also done on drop).
+    pub fn stop(self) {}
+}
+
+/// Boots the image and waits for the ready line.
+pub fn run(opts: &BootOptions) -> Result<BootTimes, BootError> {
+    let mut g = Guest::start(opts)?;
+    let t = g.wait_for(&opts.ready, opts.timeout)?;
+    g.times.ready = Some(t);
+    Ok(g.times.clone())
 }
 
 /// Removes terminal colour codes (systemd colours its status lines), so
