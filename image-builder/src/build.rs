@@ -121,7 +121,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
         .map_err(io("cannot make a work folder in", &opts.cache_dir))?;
     let deb = match &opts.daemon {
         Some(d) => {
-            let deb = crate::deb::build_deb(d, &opts.out_dir, opts.epoch)?;
+            let deb = crate::deb::build_deb(d, spec.board, &opts.out_dir, opts.epoch)?;
             steps.note(&format!("{}", deb.display()));
             Some(deb)
         }

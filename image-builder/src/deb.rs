@@ -3,12 +3,14 @@
 //! (`files/diemcau.service`, exposure 1.5 by `systemd-analyze security`),
 //! the sysusers entry that creates the `diemcau` account without a
 //! password, udev rules for the device groups and the default room.toml.
-//! Built with `dpkg-deb --root-owner-group` and `SOURCE_DATE_EPOCH`, so the
+//! Built with `dpkg-deb --root-owner-group -Zzstd` (xz took 20 to 40 s on a
+//! debug daemon here) and `SOURCE_DATE_EPOCH`, so the
 //! same binary gives the same .deb.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::spec::Board;
 use crate::tools::{self, ToolError};
 
 /// The systemd unit shipped in the package.
@@ -67,8 +69,38 @@ pub fn version_for(binary_sha256: &str) -> String {
     format!("{}+g{}", env!("CARGO_PKG_VERSION"), &binary_sha256[..12])
 }
 
-/// Builds `diemcau_<version>_arm64.deb` in `out_dir`; returns its path.
-pub fn build_deb(daemon: &Path, out_dir: &Path, epoch: i64) -> Result<PathBuf, DebError> {
+/// The room.toml the package ships for `board`: the board's profile
+/// (`auto`: detected from the devicetree on real boards; `sim` on QEMU's
+/// virt machine, which has no camera, sound card or display) and the
+/// `[district]` section, so the room enrols with the provisioning file.
+pub fn room_toml(board: Board) -> String {
+    let (profile, media) = match board {
+        Board::Rpi4 | Board::Rpi5 => (
+            "auto",
+            "# The room screen (idle with the next meeting, joining, incoming urgent\n\
+             # meeting, the call, errors) on the board's HDMI display.\n\
+             video_out = \"screen\"\naudio_out = \"device\"\n",
+        ),
+        Board::QemuVirt => (
+            board.daemon_profile(),
+            "# QEMU's virt machine: test pattern and tone out, nothing to show or\n\
+             # play the far end on.\n\
+             video_out = \"none\"\naudio_out = \"none\"\n",
+        ),
+    };
+    include_str!("../files/room.toml")
+        .replace("@BOARD@", profile)
+        .replace("@MEDIA@", media)
+}
+
+/// Builds `diemcau_<version>_arm64.deb` in `out_dir` for `board`; returns
+/// its path.
+pub fn build_deb(
+    daemon: &Path,
+    board: Board,
+    out_dir: &Path,
+    epoch: i64,
+) -> Result<PathBuf, DebError> {
     check_aarch64(daemon)?;
     let sha = crate::sha256_file(daemon).map_err(|source| DebError::Read {
         path: daemon.to_owned(),
@@ -113,11 +145,7 @@ pub fn build_deb(daemon: &Path, out_dir: &Path, epoch: i64) -> Result<PathBuf, D
             0o644,
             include_bytes!("../files/udev.rules"),
         )?;
-        put(
-            "etc/diemcau/room.toml",
-            0o644,
-            include_bytes!("../files/room.toml"),
-        )?;
+        put("etc/diemcau/room.toml", 0o644, room_toml(board).as_bytes())?;
         put(
             "usr/share/doc/diemcau/README",
             0o644,
@@ -139,7 +167,7 @@ pub fn build_deb(daemon: &Path, out_dir: &Path, epoch: i64) -> Result<PathBuf, D
     let out = out_dir.join(format!("diemcau_{version}_arm64.deb"));
     let mut c = tools::cmd("dpkg-deb").map_err(DebError::Tool)?;
     c.env("SOURCE_DATE_EPOCH", epoch.to_string())
-        .args(["--root-owner-group", "-Zxz", "--build"])
+        .args(["--root-owner-group", "-Zzstd", "-z3", "--build"])
         .arg(&root)
         .arg(&out);
     tools::run(c).map_err(DebError::Tool)?;
@@ -182,8 +210,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("diemcau");
         std::fs::write(&p, elf(183)).unwrap();
-        let deb = build_deb(&p, d.path(), crate::DEFAULT_EPOCH).unwrap();
-        let again = build_deb(&p, &d.path().join("b"), crate::DEFAULT_EPOCH).unwrap();
+        let deb = build_deb(&p, Board::QemuVirt, d.path(), crate::DEFAULT_EPOCH).unwrap();
+        let again = build_deb(
+            &p,
+            Board::QemuVirt,
+            &d.path().join("b"),
+            crate::DEFAULT_EPOCH,
+        )
+        .unwrap();
         assert_eq!(
             std::fs::read(&deb).unwrap(),
             std::fs::read(&again).unwrap(),
@@ -200,6 +234,22 @@ mod tests {
         ] {
             assert!(list.contains(f), "{f} not in\n{list}");
         }
+    }
+
+    #[test]
+    fn room_config_enrols_and_fits_the_board() {
+        for b in [Board::Rpi4, Board::Rpi5, Board::QemuVirt] {
+            let t = room_toml(b);
+            let v: toml::Table = toml::from_str(&t).unwrap_or_else(|e| panic!("{b}: {e}\n{t}"));
+            assert!(v.contains_key("district"), "{b}: no [district]\n{t}");
+            assert!(!t.contains('@'), "{b}: placeholder left\n{t}");
+        }
+        let q: toml::Table = toml::from_str(&room_toml(Board::QemuVirt)).unwrap();
+        assert_eq!(q["room"]["board"].as_str(), Some("sim"));
+        assert_eq!(q["media"]["video_out"].as_str(), Some("none"));
+        let p: toml::Table = toml::from_str(&room_toml(Board::Rpi4)).unwrap();
+        assert_eq!(p["room"]["board"].as_str(), Some("auto"));
+        assert_eq!(p["media"]["video_out"].as_str(), Some("screen"));
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub fn fstab(layout: &Layout) -> String {
         p(Role::RootA)
     ));
     s.push_str(&format!(
-        "PARTUUID={}\t/boot/firmware\tvfat\tro,nofail,umask=0022,x-systemd.device-timeout=20s\t0\t2\n",
+        "PARTUUID={}\t/boot/firmware\tvfat\tro,nofail,umask=0022,x-systemd.device-timeout=90s\t0\t2\n",
         p(Role::Boot)
     ));
     s.push_str(&format!(
@@ -195,6 +195,15 @@ pub fn files(spec: &ImageSpec, layout: &Layout) -> Vec<OverlayFile> {
             "/etc/systemd/system/diemcau-ready.service",
             0o644,
             include_str!("../files/ready.service"),
+        ));
+        // The emulated boot test reads the daemon's log (enrolment, the
+        // join) from the serial console; a real board keeps it in the
+        // journal only.
+        v.push(text(
+            "/etc/systemd/system/diemcau.service.d/console.conf",
+            0o644,
+            "# diemcau (qemu-virt): the daemon's log on the serial console too.\n\
+             [Service]\nStandardOutput=journal+console\nStandardError=journal+console\n",
         ));
     }
     v
