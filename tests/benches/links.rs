@@ -13,6 +13,8 @@
 //! after 5 s of settling and over `LINKS_SECS` (default 20) seconds, with
 //! status polled every 200 ms:
 //! * audio frames played / expected: decoded samples ÷ (elapsed × 48 000);
+//! * concealment ratio: of the samples played, those that filled packets
+//!   the jitter buffer declared lost (Opus in-band FEC or PLC);
 //! * receiver video frame rate, and the resolution last decoded;
 //! * freezes: gaps of more than 1 s without a new decoded frame (count and
 //!   the longest). The daemon refreshes its per-peer counters once a
@@ -48,6 +50,7 @@ struct Sample {
     at: Instant,
     frames: u64,
     samples: u64,
+    concealed: u64,
     size: (u32, u32),
 }
 
@@ -58,6 +61,7 @@ fn sample(d: &Daemon, from: &str) -> Option<Sample> {
         at: Instant::now(),
         frames: p.map_or(0, |p| p.media.video_frames),
         samples: p.map_or(0, |p| p.media.audio_samples),
+        concealed: p.map_or(0, |p| p.media.audio_concealed_samples),
         size: p.map_or((0, 0), |p| (p.media.width, p.media.height)),
     })
 }
@@ -66,6 +70,8 @@ fn sample(d: &Daemon, from: &str) -> Option<Sample> {
 #[derive(Debug, Default, Clone)]
 struct Quality {
     audio_ratio: f64,
+    /// Share of the audio played that filled lost packets (FEC or PLC).
+    concealed: f64,
     fps: f64,
     size: (u32, u32),
     freezes: u32,
@@ -118,6 +124,8 @@ fn measure(a: &Daemon, b: &Daemon, window: Duration) -> Result<(Quality, Quality
         }
         Ok(Quality {
             audio_ratio: last.samples.saturating_sub(first.samples) as f64 / (dt * 48_000.0),
+            concealed: last.concealed.saturating_sub(first.concealed) as f64
+                / last.samples.saturating_sub(first.samples).max(1) as f64,
             fps: last.frames.saturating_sub(first.frames) as f64 / dt,
             size: last.size,
             freezes,
@@ -250,7 +258,7 @@ fn main() -> Result<()> {
     }
 
     let mut table = String::from(
-        "| link (each direction) | direction | audio played / expected | video fps | resolution | freezes > 1 s (longest) | recovery after clear: 25 fps / 720p | sender sends |\n|---|---|---|---|---|---|---|---|\n",
+        "| link (each direction) | direction | audio played / expected | concealed | video fps | resolution | freezes > 1 s (longest) | recovery after clear: 25 fps / 720p | sender sends |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for (shape, up, down) in &rows {
         for (name, q) in [
@@ -259,8 +267,9 @@ fn main() -> Result<()> {
         ] {
             writeln!(
                 table,
-                "| {shape} | {name} | {:.1} % | {:.1} | {}x{} | {} ({:.1} s) | {} / {} | {} |",
+                "| {shape} | {name} | {:.1} % | {:.1} % | {:.1} | {}x{} | {} ({:.1} s) | {} / {} | {} |",
                 q.audio_ratio * 100.0,
+                q.concealed * 100.0,
                 q.fps,
                 q.size.0,
                 q.size.1,
@@ -287,8 +296,9 @@ fn main() -> Result<()> {
          refreshes per-peer counters once a second, so freeze lengths and recovery times have a resolution of \
          about 1 s (a freeze is counted when the frame counter stands still for more than 1.5 s of polling), and \
          audio played / expected one of about ±5 % (a refresh more or less in the window). Audio played / \
-         expected counts decoded samples (which include Opus loss concealment) against 48 000 per second; a \
-         concealment ratio is not yet exposed in status.\n\n\
+         expected counts decoded samples against 48 000 per second; \"concealed\" is the share of them that \
+         filled packets the receiver's jitter buffer declared lost (gap events into `opusdec`, which fills them \
+         from the next packet's in-band FEC where it has one, else by loss concealment).\n\n\
          Sim board (videotestsrc ball 720p30; x264enc starting at 1500 kbit/s, which the ball fills only \
          to about 265; Opus 32 kbit/s with in-band FEC), with the sender adaptation on: once a second each \
          room's controller (`firmware/media/src/adapt.rs`) takes Janus's receiver reports on its own streams \

@@ -412,7 +412,7 @@ pub fn render(s: &Status) -> String {
         let m = &p.media;
         let _ = writeln!(
             o,
-            "  {} [{}]: {:.0} kbit/s, {:.1} fps {}x{}, {} frames, lost {}, audio {}, latency p50 {} p95 {}",
+            "  {} [{}]: {:.0} kbit/s, {:.1} fps {}x{}, {} frames, lost {}, audio {} (concealed {:.1} %), latency p50 {} p95 {}",
             p.name,
             p.id,
             p.bitrate_kbps,
@@ -424,6 +424,7 @@ pub fn render(s: &Status) -> String {
             m.audio_level_db
                 .map(|d| format!("{d:.1} dBFS"))
                 .unwrap_or_else(|| "-".into()),
+            m.audio_concealed_samples as f64 * 100.0 / m.audio_samples.max(1) as f64,
             m.latency_p50_ms
                 .map(|l| format!("{l} ms"))
                 .unwrap_or_else(|| "-".into()),

@@ -18,6 +18,10 @@ pub struct ReceiveCounters {
     audio_buffers: AtomicU64,
     /// Audio samples decoded (per channel), for "frames played / expected".
     audio_samples: AtomicU64,
+    /// Audio samples (per channel, 48 kHz) of packets that never arrived
+    /// (gaps the jitter buffer declared lost), which the decoder filled
+    /// from Opus in-band FEC or concealed.
+    audio_concealed: AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -42,6 +46,10 @@ pub struct ReceiveStats {
     pub height: u32,
     pub audio_buffers: u64,
     pub audio_samples: u64,
+    /// Of those, samples for packets that never arrived, filled by Opus's
+    /// in-band FEC or its packet-loss concealment (48 kHz, per channel).
+    #[serde(default)]
+    pub audio_concealed_samples: u64,
     /// Loudness of the received audio over the last second, dBFS (RMS).
     pub audio_level_db: Option<f64>,
     /// Glass-to-glass latency of stamped frames: median and 95th percentile.
@@ -106,6 +114,12 @@ impl ReceiveCounters {
         }
     }
 
+    /// A gap of `samples` (per channel, 48 kHz) in the received audio:
+    /// packets lost, to be filled by the decoder.
+    pub fn audio_gap(&self, samples: u64) {
+        self.audio_concealed.fetch_add(samples, Ordering::Relaxed);
+    }
+
     /// When the first decoded frame arrived.
     pub fn first_frame(&self) -> Option<Instant> {
         lock(&self.inner).first_frame
@@ -127,6 +141,7 @@ impl ReceiveCounters {
             height: i.size.1,
             audio_buffers: self.audio_buffers.load(Ordering::Relaxed),
             audio_samples: self.audio_samples.load(Ordering::Relaxed),
+            audio_concealed_samples: self.audio_concealed.load(Ordering::Relaxed),
             audio_level_db: i.audio_level_db,
             latency_p50_ms: percentile(&sorted, 50),
             latency_p95_ms: percentile(&sorted, 95),

@@ -128,7 +128,7 @@ impl Subscriber {
                      ! identity name=vprobe sync=true ! {video_chain}"
                 ),
                 "OPUS" => format!(
-                    "rtpopusdepay ! opusdec plc=true ! audioconvert ! audioresample \
+                    "rtpopusdepay ! opusdec name=adec plc=true use-inband-fec=true ! audioconvert ! audioresample \
                      ! audio/x-raw,format=S16LE,rate=48000 ! identity name=aprobe \
                      ! volume name=speaker volume={gain} ! identity name=spkprobe ! {audio_chain}",
                     gain = speaker_gain(vol.load(Ordering::Relaxed)),
@@ -256,6 +256,20 @@ fn link_chain(
         let c = counters.clone();
         p.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
             read_audio(pad, info, &c);
+            gst::PadProbeReturn::Ok
+        });
+    }
+    if let Some(p) = bin.by_name("adec").and_then(|e| e.static_pad("sink")) {
+        // The jitter buffer turns packets that never came into gap events
+        // (webrtcbin's do-lost), which the decoder fills: that share of
+        // the audio played is the concealment ratio.
+        let c = counters.clone();
+        p.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            if let Some(gst::EventView::Gap(gap)) = info.event().map(|e| e.view()) {
+                let (_, duration) = gap.get();
+                let ns = duration.map_or(20_000_000, |d| d.nseconds());
+                c.audio_gap(ns.saturating_mul(48) / 1_000_000);
+            }
             gst::PadProbeReturn::Ok
         });
     }
