@@ -300,6 +300,11 @@ pub struct AudioChoice {
     pub playback: AlsaPcm,
     /// Capture and playback on one card (one clock: best for AEC).
     pub same_card: bool,
+    /// Capture and playback are one known conference speakerphone, which
+    /// cancels its own echo (Jabra Speak, Poly Sync, Anker PowerConf,
+    /// Yealink CP, eMeet Luna all do): software echo cancellation on top
+    /// only costs CPU and can distort double talk.
+    pub hardware_echo_cancel: bool,
     /// Why, one line each, for logs.
     pub reasons: Vec<String>,
 }
@@ -322,6 +327,7 @@ impl AudioChoice {
                 .properties
                 .insert("device".to_string(), self.playback.alsa_device());
         }
+        audio.hardware_echo_cancel |= self.hardware_echo_cancel;
     }
 }
 
@@ -372,6 +378,7 @@ pub fn pick_audio(cards: &[AlsaCard], pin: Option<&AudioPin>) -> Result<AudioCho
             capture: None,
             playback: card.pcm(card.playback[0]),
             same_card: false,
+            hardware_echo_cancel: false,
             reasons,
         });
     }
@@ -409,6 +416,7 @@ fn duplex(card: &AlsaCard, reasons: Vec<String>) -> AudioChoice {
         capture: Some(card.pcm(card.capture[0])),
         playback: card.pcm(card.playback[0]),
         same_card: true,
+        hardware_echo_cancel: card.is_speakerphone(),
         reasons,
     }
 }
@@ -439,6 +447,7 @@ fn split(
         capture,
         playback,
         same_card,
+        hardware_echo_cancel: false,
         reasons,
     })
 }
@@ -468,6 +477,16 @@ mod tests {
             (&[0][..], &[0][..])
         );
         assert!(jabra.is_speakerphone() && jabra.is_duplex() && !jabra.is_hdmi());
+        let choice = pick_audio(&c, None).unwrap();
+        assert!(choice.same_card && choice.hardware_echo_cancel);
+        let mut profile = crate::profile::builtin("rpi4").unwrap().audio;
+        assert!(!profile.hardware_echo_cancel);
+        choice.apply(&mut profile);
+        assert!(profile.hardware_echo_cancel);
+        // A webcam's microphone and the HDMI speaker: nothing cancels the
+        // echo but software.
+        let choice = pick_audio(&cards("pi5-c920-mic"), None).unwrap();
+        assert!(!choice.same_card && !choice.hardware_echo_cancel);
         assert!(c[1].is_hdmi() && !c[1].is_speakerphone());
     }
 

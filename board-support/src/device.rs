@@ -431,10 +431,16 @@ impl DeviceSource for AlsaMicrophone {
 
 /// The sim board's microphone: the profile's test tone while `marker`
 /// exists (always, without a marker).
+///
+/// With a room loop ([`FakeMicrophone::with_room_loop`]) it also hears
+/// the room: what the speaker plays into `interaudiosink channel=`
+/// [`FakeMicrophone::room_loop_sink`], at half its level and a few tens of
+/// milliseconds later, as a microphone beside a loudspeaker would.
 #[derive(Debug, Clone)]
 pub struct FakeMicrophone {
     spec: ElementSpec,
     marker: Option<PathBuf>,
+    room_loop: Option<String>,
 }
 
 impl FakeMicrophone {
@@ -442,6 +448,35 @@ impl FakeMicrophone {
         Self {
             spec: spec.clone(),
             marker,
+            room_loop: None,
+        }
+    }
+
+    /// The microphone also hears what is played into `channel`.
+    #[must_use]
+    pub fn with_room_loop(mut self, channel: &str) -> Self {
+        self.room_loop = Some(channel.to_string());
+        self
+    }
+
+    /// The speaker that plays into the room loop `channel`.
+    pub fn room_loop_sink(channel: &str) -> ElementSpec {
+        ElementSpec::new("interaudiosink").with_property("channel", channel)
+    }
+
+    fn launch(&self) -> String {
+        let tone = self.spec.launch_fragment();
+        match &self.room_loop {
+            None => tone,
+            Some(channel) => format!(
+                "{tone} ! simroom. {air} ! audioconvert ! audioresample \
+                 ! audio/x-raw,rate=48000,channels=1 ! volume volume=0.5 ! simroom. \
+                 audiomixer name=simroom",
+                air = ElementSpec::new("interaudiosrc")
+                    .with_property("channel", channel)
+                    .with_property("period-time", "10000000")
+                    .launch_fragment(),
+            ),
         }
     }
 }
@@ -461,8 +496,12 @@ impl DeviceSource for FakeMicrophone {
                     Some(m) => format!("{} (sim, {})", self.spec.element, m.display()),
                     None => format!("{} (sim)", self.spec.element),
                 },
-                launch: self.spec.launch_fragment(),
-                reason: "sim board test tone".into(),
+                launch: self.launch(),
+                reason: if self.room_loop.is_some() {
+                    "sim board test tone, hearing the speaker".into()
+                } else {
+                    "sim board test tone".into()
+                },
             }),
         }
     }

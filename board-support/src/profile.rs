@@ -122,6 +122,11 @@ pub struct VideoProfile {
 pub struct AudioProfile {
     pub source: ElementSpec,
     pub sink: ElementSpec,
+    /// The board's own microphone and speaker cancel echo in hardware
+    /// (a built-in speakerphone): `media.echo_cancel = "auto"` then leaves
+    /// software echo cancellation off.
+    #[serde(default)]
+    pub hardware_echo_cancel: bool,
 }
 
 /// A device node that an element needs to work, e.g. the bcm2835 codec

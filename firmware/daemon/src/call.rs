@@ -12,7 +12,8 @@ use diemcau_conference::janus::JanusClient;
 use diemcau_conference::{Feed, HandleId, RoomSettings, SignalError, SignalEvent, Signalling};
 use diemcau_core::{CallId, ConferenceEvent};
 use diemcau_media::{
-    DeviceStatus, MediaError, MediaEvent, MediaSettings, Publisher, RtpStats, Subscriber,
+    AudioOut, DeviceStatus, MediaError, MediaEvent, MediaSettings, Publisher, RtpStats, Speaker,
+    Subscriber,
 };
 
 use diemcau_media::adapt::{self, Controller, LinkMeter, Target};
@@ -189,7 +190,14 @@ async fn session(
     // Start the camera and encoder first: they warm up while we talk to
     // the server (four round trips, long ones on a poor link).
     let (mtx, mut mrx) = mpsc::unbounded_channel();
-    let mut publisher = Publisher::start(&cfg.media, tagged(mtx.clone(), Tag::Publisher))?;
+    // The speaker first: the microphone's echo canceller looks for its
+    // probe when the publisher starts.
+    let speaker = start_speaker(&cfg.media)?;
+    let mut publisher = Publisher::start(
+        &cfg.media,
+        speaker.as_deref(),
+        tagged(mtx.clone(), Tag::Publisher),
+    )?;
     publisher.set_muted(*mute.borrow_and_update());
     // The sender adaptation, fed once a second from the far end's reports.
     let mut adaptation = Adaptation::new(&cfg.media, publisher.top_step());
@@ -211,7 +219,17 @@ async fn session(
 
     let mut subs: HashMap<u64, Sub> = HashMap::new();
     for feed in joined.publishers {
-        subscribe(cfg, &client, &mtx, &mut subs, feed, call, events).await;
+        subscribe(
+            cfg,
+            speaker.as_ref(),
+            &client,
+            &mtx,
+            &mut subs,
+            feed,
+            call,
+            events,
+        )
+        .await;
     }
     for s in subs.values() {
         s.pipeline.set_volume(*volume.borrow_and_update());
@@ -244,7 +262,7 @@ async fn session(
                     SignalEvent::PublisherJoined(feed) => {
                         if !subs.contains_key(&feed.id) {
                             let id = feed.id;
-                            subscribe(cfg, &client, &mtx, &mut subs, feed, call, events).await;
+                            subscribe(cfg, speaker.as_ref(), &client, &mtx, &mut subs, feed, call, events).await;
                             if let Some(s) = subs.get(&id) {
                                 s.pipeline.set_volume(*volume.borrow());
                             }
@@ -435,8 +453,19 @@ impl Adaptation {
     }
 }
 
+/// The room's speaker for a call, when sound is played at all: every far
+/// room mixed, with the echo probe when the microphone cancels echo.
+fn start_speaker(media: &MediaSettings) -> Result<Option<Arc<Speaker>>, MediaError> {
+    match &media.audio_out {
+        AudioOut::Sink(sink) => Ok(Some(Speaker::start(sink, media.audio_dsp.echo_cancel)?)),
+        AudioOut::Discard => Ok(None),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn subscribe(
     cfg: &CallConfig,
+    speaker: Option<&Arc<Speaker>>,
     client: &JanusClient,
     mtx: &mpsc::UnboundedSender<(Tag, MediaEvent)>,
     subs: &mut HashMap<u64, Sub>,
@@ -449,6 +478,7 @@ async fn subscribe(
         tracing::debug!(%call, sdp = %offer, "subscriber offer");
         let pipeline = Subscriber::start(
             &cfg.media,
+            speaker,
             feed.id,
             &feed.display,
             tagged(mtx.clone(), Tag::Subscriber(feed.id)),

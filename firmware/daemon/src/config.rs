@@ -23,6 +23,13 @@
 //! microphone = "auto"               # or pin a sound card: "usb:0b0e:0412", "Jabra"
 //! speaker_volume = 80               # percent, until changed with Volume ±
 //!                                   # (then kept in district.state_dir)
+//! echo_cancel = "auto"              # software echo cancellation (webrtcdsp):
+//!                                   # "auto": on unless the speakerphone (or
+//!                                   # the board) cancels echo in hardware;
+//!                                   # "on", "off"
+//! noise_suppression = "moderate"    # "off", "low", "moderate", "high", "very-high"
+//! sim_speaker_loop = false          # sim board: the speaker plays into the
+//!                                   # fake microphone (an echo path, for tests)
 //! sim_devices = "/run/diemcau/sim"  # sim board: its test camera (microphone) is
 //!                                   # plugged in while sim_devices/camera
 //!                                   # (sim_devices/microphone) exists
@@ -137,6 +144,12 @@ pub struct RawMedia {
     pub sim_devices: Option<PathBuf>,
     /// The speaker volume until someone changes it with the remote, percent.
     pub speaker_volume: Option<i64>,
+    /// "auto", "on" or "off".
+    pub echo_cancel: Option<String>,
+    /// "off", "low", "moderate", "high" or "very-high".
+    pub noise_suppression: Option<String>,
+    /// Sim board: what the speaker plays reaches the fake microphone.
+    pub sim_speaker_loop: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -199,6 +212,31 @@ pub struct DevicesConfig {
     /// exists, the fake microphone while `sim_devices/microphone` does.
     /// `None`: both always there.
     pub sim_devices: Option<PathBuf>,
+    /// Sim board: the speaker plays into the room's "air", which the fake
+    /// microphone hears (attenuated and delayed) with its own tone.
+    pub sim_speaker_loop: bool,
+}
+
+/// `media.echo_cancel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EchoCancel {
+    /// On, unless the speakerphone or the board cancels echo in hardware.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl EchoCancel {
+    /// Whether software echo cancellation runs, given whether the
+    /// hardware cancels echo itself.
+    pub fn resolve(self, hardware_cancels: bool) -> bool {
+        match self {
+            EchoCancel::Auto => !hardware_cancels,
+            EchoCancel::On => true,
+            EchoCancel::Off => false,
+        }
+    }
 }
 
 pub const DEFAULT_PROVISIONING_FILE: &str = "/boot/firmware/diemcau-provision.toml";
@@ -228,6 +266,10 @@ pub struct Config {
     pub devices: DevicesConfig,
     /// The speaker volume until the remote changes it (then the saved one).
     pub speaker_volume: u8,
+    /// Software echo cancellation of the microphone.
+    pub echo_cancel: EchoCancel,
+    /// Noise suppression of the microphone; `None`: off.
+    pub noise_suppression: Option<diemcau_media::NoiseSuppression>,
     pub socket: PathBuf,
     /// Where to look for remotes; `None`: no remote.
     pub remote: Option<crate::remote::RemoteConfig>,
@@ -540,12 +582,38 @@ impl Config {
                     volume.to_string(),
                 )
             })?;
+        let echo_cancel = match raw.media.echo_cancel.as_deref().map(str::trim) {
+            None | Some("auto") => EchoCancel::Auto,
+            Some("on") => EchoCancel::On,
+            Some("off") => EchoCancel::Off,
+            Some(other) => {
+                return Err(invalid(
+                    "media.echo_cancel",
+                    "\"auto\", \"on\" or \"off\"",
+                    format!("{other:?}"),
+                ));
+            }
+        };
+        let noise_suppression = match raw.media.noise_suppression.as_deref().map(str::trim) {
+            None => Some(diemcau_media::NoiseSuppression::Moderate),
+            Some("off") => None,
+            Some(level) => Some(level.parse().map_err(|got| {
+                invalid(
+                    "media.noise_suppression",
+                    "\"off\", \"low\", \"moderate\", \"high\" or \"very-high\"",
+                    got,
+                )
+            })?),
+        };
         let devices = DevicesConfig {
             camera,
             microphone,
             sim_devices: raw.media.sim_devices,
+            sim_speaker_loop: raw.media.sim_speaker_loop.unwrap_or(false),
         };
         Ok(Config {
+            echo_cancel,
+            noise_suppression,
             tv,
             devices,
             speaker_volume,
@@ -769,6 +837,51 @@ socket = "/tmp/x.sock"
         Config::parse(Path::new("/etc/diemcau/room.toml"), text)
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn echo_cancel_and_noise_suppression() {
+        use diemcau_media::NoiseSuppression;
+        let c = Config::parse(Path::new("room.toml"), GOOD).unwrap();
+        assert_eq!(c.echo_cancel, EchoCancel::Auto);
+        assert_eq!(c.noise_suppression, Some(NoiseSuppression::Moderate));
+        assert!(!c.devices.sim_speaker_loop);
+        // auto: software only where the hardware does not cancel echo.
+        assert!(EchoCancel::Auto.resolve(false));
+        assert!(!EchoCancel::Auto.resolve(true));
+        assert!(EchoCancel::On.resolve(true));
+        assert!(!EchoCancel::Off.resolve(false));
+        let c = Config::parse(
+            Path::new("room.toml"),
+            &GOOD.replace(
+                "[media]",
+                "[media]\necho_cancel = \"off\"\nnoise_suppression = \"off\"\nsim_speaker_loop = true",
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.echo_cancel, EchoCancel::Off);
+        assert_eq!(c.noise_suppression, None);
+        assert!(c.devices.sim_speaker_loop);
+        let c = Config::parse(
+            Path::new("room.toml"),
+            &GOOD.replace(
+                "[media]",
+                "[media]\necho_cancel = \"on\"\nnoise_suppression = \"very-high\"",
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.echo_cancel, EchoCancel::On);
+        assert_eq!(c.noise_suppression, Some(NoiseSuppression::VeryHigh));
+        let e = err(&GOOD.replace("[media]", "[media]\necho_cancel = \"hardware\""));
+        assert!(
+            e.contains("media.echo_cancel") && e.contains("\"hardware\""),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("[media]", "[media]\nnoise_suppression = \"max\""));
+        assert!(
+            e.contains("media.noise_suppression") && e.contains("very-high"),
+            "{e}"
+        );
     }
 
     #[test]

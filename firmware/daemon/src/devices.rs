@@ -23,6 +23,9 @@ use diemcau_media::{DeviceStatus, MediaSettings};
 
 use crate::config::DevicesConfig;
 
+/// The sim board's room loop (`media.sim_speaker_loop`), process-wide.
+pub const SIM_ROOM: &str = "diemcau-sim-room";
+
 /// The camera and microphone for `profile`. On a board that plays through
 /// `alsasink`, also points the profile's speaker at the card ALSA discovery
 /// chooses (the speakerphone, else HDMI), logging why.
@@ -64,7 +67,17 @@ pub fn sources(
         Arc::new(FakeCamera::new(&profile.video.source, cam_marker, limits))
     };
     let microphone: Arc<dyn DeviceSource> = if profile.audio.source.element == "alsasrc" {
+        if cfg.sim_speaker_loop {
+            tracing::warn!("media.sim_speaker_loop is ignored: this board has a real microphone");
+        }
         Arc::new(AlsaMicrophone::new(root, cfg.microphone.clone()))
+    } else if cfg.sim_speaker_loop {
+        tracing::info!(
+            channel = SIM_ROOM,
+            "sim board: the speaker plays into the microphone"
+        );
+        profile.audio.sink = FakeMicrophone::room_loop_sink(SIM_ROOM);
+        Arc::new(FakeMicrophone::new(&profile.audio.source, mic_marker).with_room_loop(SIM_ROOM))
     } else {
         Arc::new(FakeMicrophone::new(&profile.audio.source, mic_marker))
     };

@@ -108,6 +108,16 @@ pub fn call_config(cfg: &Config, board: Board) -> CallConfig {
     } else {
         AudioOut::Discard
     };
+    let audio_dsp = diemcau_media::AudioDsp {
+        echo_cancel: cfg.echo_cancel.resolve(profile.audio.hardware_echo_cancel),
+        noise_suppression: cfg.noise_suppression,
+    };
+    tracing::info!(
+        echo_cancel = audio_dsp.echo_cancel,
+        hardware_cancels = profile.audio.hardware_echo_cancel,
+        noise_suppression = ?audio_dsp.noise_suppression.map(|n| n.as_str()),
+        "microphone processing"
+    );
     CallConfig {
         media: MediaSettings {
             encoder: selection.encoder.chosen,
@@ -120,6 +130,7 @@ pub fn call_config(cfg: &Config, board: Board) -> CallConfig {
             audio_out,
             camera,
             microphone,
+            audio_dsp,
         },
         janus_url: cfg.janus_url.clone(),
         room: RoomSettings {
@@ -155,6 +166,8 @@ pub fn self_test(
         remote: None,
         keymap: Default::default(),
         speaker_volume: crate::volume::DEFAULT_PERCENT,
+        echo_cancel: Default::default(),
+        noise_suppression: None,
         tv: None,
         hardware: Default::default(),
     };

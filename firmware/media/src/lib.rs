@@ -14,6 +14,7 @@
 //! the process creates.
 
 pub mod adapt;
+pub mod echo;
 pub mod feed;
 mod ice;
 pub mod picture;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use diemcau_board::device::DeviceSource;
 use diemcau_board::{BoardProfile, ElementSpec};
 
+pub use echo::{AudioDsp, NoiseSuppression, Speaker};
 pub use feed::{DeviceState, DeviceStatus};
 pub use picture::PictureStats;
 pub use publisher::Publisher;
@@ -94,6 +96,8 @@ pub struct MediaSettings {
     pub camera: Arc<dyn DeviceSource>,
     /// Where our sound comes from (ALSA, or the fake); silence while away.
     pub microphone: Arc<dyn DeviceSource>,
+    /// Echo cancellation and noise suppression of the microphone.
+    pub audio_dsp: echo::AudioDsp,
 }
 
 /// Initialises GStreamer once per process and turns libnice's UPnP off.

@@ -115,8 +115,10 @@ fn start_encoder(settings: &MediaSettings) -> ElementSpec {
     spec.with_property("name", VIDEO_ENCODER)
 }
 
-/// The `gst-launch` description of the publishing pipeline for `settings`.
-pub fn description(settings: &MediaSettings) -> String {
+/// The `gst-launch` description of the publishing pipeline for `settings`;
+/// the microphone's echo is cancelled against the `webrtcechoprobe` called
+/// `echo_probe` (see [`crate::echo`]).
+pub fn description(settings: &MediaSettings, echo_probe: Option<&str>) -> String {
     let v = &settings.profile.video;
     let codec = diemcau_board::encoder::codec(&settings.encoder.element);
     let top = top_step(&settings.profile);
@@ -132,7 +134,7 @@ pub fn description(settings: &MediaSettings) -> String {
          ! queue max-size-buffers=2 max-size-time=0 max-size-bytes=0 leaky=downstream \
          ! {enc} ! {payloader} \
          ! application/x-rtp,media=video,encoding-name={codec},payload=96,clock-rate=90000 ! webrtc. \
-         {asrc} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1 \
+         {asrc} ! audioconvert ! audioresample ! {acaps} {dsp}\
          ! volume name=mic \
          ! opusenc name={AUDIO_ENCODER} inband-fec=true packet-loss-percentage={OPUS_START_LOSS_PERCENT} dtx=false bitrate=32000 frame-size=20 \
          ! rtpopuspay pt=111 \
@@ -147,6 +149,12 @@ pub fn description(settings: &MediaSettings) -> String {
         payloader = video_payloader(codec),
         codec = codec.encoding_name(),
         asrc = crate::feed::audio_appsrc(),
+        acaps = crate::echo::AUDIO_CAPS,
+        dsp = settings
+            .audio_dsp
+            .fragment(echo_probe)
+            .map(|d| format!("! {d} "))
+            .unwrap_or_default(),
     )
 }
 
@@ -183,12 +191,14 @@ fn now_ms() -> u64 {
 
 impl Publisher {
     /// Builds the pipeline and starts it; events (ICE candidates, failures)
-    /// arrive on `events`.
+    /// arrive on `events`. The microphone's echo is cancelled against what
+    /// `speaker` plays (start it first: see [`crate::echo`]).
     pub fn start(
         settings: &MediaSettings,
+        speaker: Option<&crate::echo::Speaker>,
         events: mpsc::UnboundedSender<MediaEvent>,
     ) -> Result<Self, MediaError> {
-        let desc = description(settings);
+        let desc = description(settings, speaker.and_then(|s| s.probe_name()));
         tracing::debug!(pipeline = %desc, "publisher");
         let pipeline = gst::parse::launch(&desc)
             .map_err(|e| MediaError::Pipeline(format!("publisher: {e}")))?

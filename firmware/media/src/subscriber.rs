@@ -11,6 +11,7 @@ use gst_video::prelude::*;
 use gst_webrtc::WebRTCSDPType;
 use tokio::sync::mpsc;
 
+use crate::echo::Speaker;
 use crate::picture::{PictureMeter, PictureStats};
 use crate::stats::{ReceiveCounters, rms_dbfs};
 use crate::webrtc::{self, MediaEvent};
@@ -76,9 +77,13 @@ fn sanitize(name: &str) -> String {
 }
 
 impl Subscriber {
-    /// Starts a receiving pipeline for the feed called `peer_name`.
+    /// Starts a receiving pipeline for the feed called `peer_name`. Its
+    /// sound is played on `out_speaker` (mixed with the other far rooms' and
+    /// recorded by the echo probe: see [`crate::echo`]); without one, as
+    /// `settings.audio_out` says.
     pub fn start(
         settings: &MediaSettings,
+        out_speaker: Option<&Arc<Speaker>>,
         peer_id: u64,
         peer_name: &str,
         events: mpsc::UnboundedSender<MediaEvent>,
@@ -101,7 +106,15 @@ impl Subscriber {
         let speaker = Arc::new(SpeakerMeter::default());
         let (vol, spk) = (volume.clone(), speaker.clone());
         let video_chain = video_chain(settings, peer_id, peer_name);
-        let audio_chain = audio_chain(&settings.audio_out);
+        let audio_chain = match out_speaker {
+            Some(_) => format!(
+                "audioconvert ! audioresample ! {} ! appsink name=spkout sync=false \
+                 max-buffers=10 drop=true enable-last-sample=false",
+                crate::echo::AUDIO_CAPS
+            ),
+            None => audio_chain(&settings.audio_out),
+        };
+        let out_speaker = out_speaker.cloned();
         let decoder = settings.decoder.launch_fragment();
         let pl = pipeline.downgrade();
         let c = counters.clone();
@@ -138,7 +151,8 @@ impl Subscriber {
                     "fakesink sync=false async=false".to_string()
                 }
             };
-            if let Err(e) = link_chain(&pipeline, pad, &desc, &c, &pic, (&vol, &spk)) {
+            let out = (&vol, &spk, out_speaker.as_ref());
+            if let Err(e) = link_chain(&pipeline, pad, &desc, &c, &pic, out) {
                 let _ = events.send(MediaEvent::Failed(format!("receiving {media}: {e}")));
             }
         });
@@ -237,7 +251,7 @@ fn link_chain(
     desc: &str,
     counters: &Arc<ReceiveCounters>,
     picture: &Arc<PictureMeter>,
-    (volume, speaker): (&Arc<AtomicU8>, &Arc<SpeakerMeter>),
+    (volume, speaker, out): (&Arc<AtomicU8>, &Arc<SpeakerMeter>, Option<&Arc<Speaker>>),
 ) -> Result<(), MediaError> {
     let bin = gst::parse::bin_from_description(desc, true)
         .map_err(|e| MediaError::Pipeline(e.to_string()))?;
@@ -281,6 +295,27 @@ fn link_chain(
             }
             gst::PadProbeReturn::Ok
         });
+    }
+    if let (Some(sink), Some(out)) = (
+        bin.by_name("spkout")
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok()),
+        out,
+    ) {
+        // Into the room's one speaker; out of its mix when this pipeline
+        // (and with it the callback) goes.
+        let input = out.input()?;
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    if let Ok(sample) = s.pull_sample()
+                        && let Some(b) = sample.buffer_owned()
+                    {
+                        input.push(b);
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
     }
     if let Some(v) = bin.by_name("speaker") {
         // The volume may have changed while the chain was being made.
