@@ -292,6 +292,8 @@ pub struct RoomSpec {
     pub pin: Option<String>,
     pub janus_url: String,
     pub video_out: String,
+    /// `media.audio_out`: "none" (default) or "device".
+    pub audio_out: String,
     pub extra_media: String,
     /// More keys of the `[control]` section (e.g. where the remotes are).
     pub extra_control: String,
@@ -307,6 +309,7 @@ impl RoomSpec {
             pin: room.pin.clone(),
             janus_url: janus.ws_url.clone(),
             video_out: "none".into(),
+            audio_out: "none".into(),
             extra_media: String::new(),
             extra_control: String::new(),
             stamp: true,
@@ -429,12 +432,13 @@ impl Daemon {
         fs::write(
             &config,
             format!(
-                "[room]\nname = \"{name}\"\nboard = \"sim\"\n\n[conference]\njanus_url = \"{url}\"\nroom_id = {room}\n{pin}\n[media]\nvideo_out = \"{vo}\"\npng_dir = \"{png}\"\naudio_out = \"none\"\nstamp_frames = {stamp}\n{extra}\n[control]\nsocket = \"{sock}\"\n{control}",
+                "[room]\nname = \"{name}\"\nboard = \"sim\"\n\n[conference]\njanus_url = \"{url}\"\nroom_id = {room}\n{pin}\n[media]\nvideo_out = \"{vo}\"\npng_dir = \"{png}\"\naudio_out = \"{ao}\"\nstamp_frames = {stamp}\n{extra}\n[control]\nsocket = \"{sock}\"\n{control}",
                 control = spec.extra_control,
                 name = spec.name,
                 url = spec.janus_url,
                 room = spec.room_id,
                 vo = spec.video_out,
+                ao = spec.audio_out,
                 png = base.join("frames").display(),
                 extra = spec.extra_media,
                 stamp = spec.stamp,

@@ -79,6 +79,7 @@ fn garbage_on_the_signalling_connection_is_logged_and_survived() -> Result<()> {
         pin: None,
         janus_url: format!("ws://127.0.0.2:{port}/"),
         video_out: "none".into(),
+        audio_out: "none".into(),
         extra_media: String::new(),
         extra_control: String::new(),
         stamp: false,

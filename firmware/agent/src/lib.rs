@@ -363,6 +363,27 @@ impl Agent {
         lock(&self.inner.status).unreachable.clone()
     }
 
+    /// The self-test's link check: one signed request (the schedule) to the
+    /// district server; its round trip, or why it failed (with causes).
+    pub async fn check_link(&self) -> Result<(String, Duration), String> {
+        let id = lock(&self.inner.status)
+            .identity
+            .clone()
+            .ok_or_else(|| "not enrolled with the district server yet".to_string())?;
+        let key = self
+            .load_key()
+            .ok_or_else(|| "the device key is missing".to_string())?;
+        let client = OpsClient::new(&id.district_url, None)
+            .map_err(|e| error_chain(&e))?
+            .with_credentials(Credentials {
+                device_id: id.identity.device_id,
+                key,
+            });
+        let t = Instant::now();
+        client.schedule().await.map_err(|e| error_chain(&e))?;
+        Ok((id.district_url, t.elapsed()))
+    }
+
     /// Events not yet acknowledged by ops.
     pub fn pending_events(&self) -> usize {
         lock(&self.inner.status).queue.events.len()
@@ -654,6 +675,7 @@ impl Agent {
             temperature_c: None,
             link: LinkStats::default(),
             call: None,
+            self_test: None,
         })
     }
 

@@ -58,6 +58,51 @@ impl Drop for JanusClient {
     }
 }
 
+/// Asks Janus at `url` who it is (`{"janus":"info"}`, no session), within
+/// `timeout`: its name and version, e.g. `Janus WebRTC Server 1.1.2`. The
+/// self-test's check that the conference server answers.
+pub async fn server_info(url: &str, timeout: Duration) -> Result<String, SignalError> {
+    let connect = || SignalError::Connect(url.to_string(), "timed out".into());
+    let mut req = url
+        .into_client_request()
+        .map_err(|e| SignalError::Connect(url.to_string(), e.to_string()))?;
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("janus-protocol"),
+    );
+    let ask = async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .map_err(|e| SignalError::Connect(url.to_string(), e.to_string()))?;
+        let msg = json!({"janus": "info", "transaction": "diemcau-selftest"});
+        ws.send(Message::Text(msg.to_string().into()))
+            .await
+            .map_err(|e| SignalError::Connect(url.to_string(), e.to_string()))?;
+        while let Some(m) = ws.next().await {
+            let m = m.map_err(|e| SignalError::Connect(url.to_string(), e.to_string()))?;
+            let Message::Text(text) = m else { continue };
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| SignalError::Protocol(format!("{e}: {text}")))?;
+            if v["transaction"] != "diemcau-selftest" {
+                continue;
+            }
+            if v["janus"] != "server_info" {
+                return Err(SignalError::Protocol(text.to_string()));
+            }
+            let _ = ws.close(None).await;
+            return Ok(format!(
+                "{} {}",
+                v["name"].as_str().unwrap_or("Janus"),
+                v["version_string"].as_str().unwrap_or("?")
+            ));
+        }
+        Err(SignalError::Closed)
+    };
+    tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| connect())?
+}
+
 impl JanusClient {
     /// Connects to Janus at `url` (`ws://host:8188/`), creates a session and
     /// starts delivering events on the returned channel.

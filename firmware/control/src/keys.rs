@@ -54,13 +54,16 @@ pub enum RemoteKey {
     Yellow,
     /// Coloured key (blue).
     Blue,
+    /// Run the pre-meeting self-test now (no default key: bind one in
+    /// `[control.keys]`, e.g. `KEY_BLUE = "selftest"`).
+    SelfTest,
     /// A number key, 0 to 9.
     Digit(u8),
 }
 
 impl RemoteKey {
     /// Every key with a fixed name, in a stable order (digits last).
-    pub const NAMED: [RemoteKey; 19] = [
+    pub const NAMED: [RemoteKey; 20] = [
         RemoteKey::Ok,
         RemoteKey::Back,
         RemoteKey::Home,
@@ -80,6 +83,7 @@ impl RemoteKey {
         RemoteKey::Green,
         RemoteKey::Yellow,
         RemoteKey::Blue,
+        RemoteKey::SelfTest,
     ];
 
     /// The configuration name of this key (`"volume_up"`, `"digit_3"`).
@@ -111,6 +115,7 @@ impl RemoteKey {
             RemoteKey::Green => "green",
             RemoteKey::Yellow => "yellow",
             RemoteKey::Blue => "blue",
+            RemoteKey::SelfTest => "selftest",
             RemoteKey::Digit(_) => "digit",
         }
     }

@@ -28,6 +28,9 @@ pub enum Command {
     VolumeDown,
     /// Show the status screen (the remote's Home key).
     Home,
+    /// Run the pre-meeting self-test now; answers when it is done.
+    #[serde(rename = "selftest")]
+    SelfTest,
     Status,
 }
 
@@ -99,6 +102,10 @@ pub struct Status {
     /// The TV on HDMI-CEC, when the room drives one.
     #[serde(default)]
     pub tv: Option<TvStatus>,
+    /// The last self-test (before a meeting, from the remote or `ctl
+    /// selftest`).
+    #[serde(default)]
+    pub self_test: Option<diemcau_agent::api::SelfTestReport>,
 }
 
 /// The TV as the room sees it over HDMI-CEC.

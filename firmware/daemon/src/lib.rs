@@ -12,6 +12,7 @@ pub mod hw;
 pub mod remote;
 pub mod run;
 pub mod screen;
+pub mod selftest;
 pub mod tv;
 pub mod volume;
 

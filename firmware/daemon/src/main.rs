@@ -68,6 +68,9 @@ enum Action {
     VolumeDown,
     /// Show the status screen for a while (the remote's Home key).
     Home,
+    /// Run the pre-meeting self-test (camera, speaker and microphone,
+    /// district server, Janus) and print each check; exit 1 if one fails.
+    Selftest,
     /// Show state, room, peers and call statistics.
     Status,
 }
@@ -173,6 +176,7 @@ fn main() -> ExitCode {
                 Action::VolumeUp => Command::VolumeUp,
                 Action::VolumeDown => Command::VolumeDown,
                 Action::Home => Command::Home,
+                Action::Selftest => Command::SelfTest,
                 Action::Status => Command::Status,
             };
             match rt.block_on(ctl::request(&socket, cmd)) {
@@ -185,8 +189,16 @@ fn main() -> ExitCode {
                                 return ExitCode::FAILURE;
                             }
                         }
+                    } else if matches!(action, Action::Selftest)
+                        && let Some(r) = &status.self_test
+                    {
+                        print!("{}", diemcau_daemon::selftest::render(r));
                     } else {
                         println!("{}", ctl::render(&status));
+                    }
+                    let failed = status.self_test.as_ref().is_some_and(|r| !r.passed);
+                    if matches!(action, Action::Selftest) && failed {
+                        return ExitCode::FAILURE;
                     }
                     ExitCode::SUCCESS
                 }

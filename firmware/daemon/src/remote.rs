@@ -44,6 +44,8 @@ pub enum KeyAction {
     Volume(bool),
     /// The status screen was shown (`true`) or closed.
     StatusScreen(bool),
+    /// Run the self-test (the `selftest` key, while idle).
+    SelfTest,
     Ignored,
 }
 
@@ -86,6 +88,7 @@ impl KeyPolicy {
                 KeyAction::Input(Input::Toggle)
             }
             RemoteKey::Mute => KeyAction::Input(Input::ToggleMute),
+            RemoteKey::SelfTest if matches!(state, State::Idle) => KeyAction::SelfTest,
             RemoteKey::Back | RemoteKey::HangUp if in_call => match self.confirm_until {
                 Some(until) if now_ms <= until => {
                     self.confirm_until = None;

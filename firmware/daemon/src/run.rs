@@ -20,6 +20,7 @@ use crate::config::{Config, VideoOutConfig};
 use crate::ctl::{self, Command, CtlRequest, Status};
 use crate::district::Meetings;
 use crate::hw;
+use diemcau_agent::api::SelfTestReport;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -265,6 +266,15 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
     // The microphone switch of whichever call runs; every call starts unmuted.
     let (mute_tx, mute_rx) = tokio::sync::watch::channel(false);
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<(CallId, ConferenceEvent)>();
+    // The self-test: the one running (when it started), who waits for it,
+    // the last result (shown over the screen for a while) and the meeting
+    // it last ran before.
+    let (st_tx, mut st_rx) = mpsc::unbounded_channel::<SelfTestReport>();
+    let mut self_test_running: Option<Instant> = None;
+    let mut self_test_waiters: Vec<tokio::sync::oneshot::Sender<Status>> = Vec::new();
+    let mut last_self_test: Option<(SelfTestReport, Instant)> = None;
+    let mut self_tested_for: Option<String> = None;
+    let mut want_self_test: Option<(crate::selftest::Trigger, Option<String>)> = None;
     let status = Arc::new(Mutex::new(CallStatus::default()));
     let mut calls: Vec<CallHandle> = Vec::new();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -293,6 +303,7 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                     Command::Toggle => Some(Input::Toggle),
                     Command::Mute => Some(Input::ToggleMute),
                     Command::VolumeUp | Command::VolumeDown | Command::Home | Command::Status => None,
+                    Command::SelfTest => None,
                 };
                 if let Some(i) = input {
                     tracing::info!(?cmd, "control");
@@ -309,7 +320,13 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                     tracing::info!(?cmd, "control");
                     pending_key = Some((KeyEvent::pressed(k), false));
                 }
-                status_reply = Some(reply);
+                if cmd == Command::SelfTest {
+                    tracing::info!(?cmd, "control");
+                    want_self_test = Some((crate::selftest::Trigger::Ctl, None));
+                    self_test_waiters.push(reply);
+                } else {
+                    status_reply = Some(reply);
+                }
             }
             ev = ev_rx.recv() => {
                 if let Some((call, event)) = ev {
@@ -357,6 +374,12 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                         tv_woken_for = Some(m.id.clone());
                         t.send(crate::tv::TvEvent::MeetingDue);
                     }
+                    let next = d.meetings.next(now_s).map(|m| (m.id.as_str(), m.starts_at));
+                    if let Some(id) = crate::selftest::due(next, now_s, self_tested_for.as_deref()) {
+                        tracing::info!(meeting = %id, "meeting soon: self-test");
+                        self_tested_for = Some(id.to_string());
+                        want_self_test = Some((crate::selftest::Trigger::Schedule, Some(id.to_string())));
+                    }
                     for input in d.meetings.tick(d.now_s()) {
                         tracing::info!(?input, "schedule");
                         room.handle_input(now_ms(started), input);
@@ -364,6 +387,20 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                     let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     d.heartbeat(&room, &s, started);
                 }
+            }
+            Some(report) = st_rx.recv() => {
+                self_test_running = None;
+                if report.passed {
+                    tracing::info!(trigger = %report.trigger, ms = report.elapsed_ms, "self-test passed");
+                } else {
+                    tracing::warn!(trigger = %report.trigger, result = %crate::selftest::screen_text(&report), "self-test failed");
+                }
+                if let Some(d) = district.as_mut() {
+                    d.self_test = Some(report.clone());
+                    d.last_heartbeat = None;
+                }
+                last_self_test = Some((report, Instant::now()));
+                // Answered below, with the status.
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
@@ -389,6 +426,10 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                 }
                 KeyAction::StatusScreen(shown) => {
                     tracing::info!(key = %key.key, shown, "remote: status screen");
+                }
+                KeyAction::SelfTest => {
+                    tracing::info!(key = %key.key, "remote: self-test");
+                    want_self_test = Some((crate::selftest::Trigger::Remote, None));
                 }
                 KeyAction::Ignored => tracing::debug!(key = %key.key, "remote key ignored"),
             }
@@ -453,6 +494,45 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                 }
             }
         }
+        if let Some((trigger, meeting)) = want_self_test.take() {
+            let now_s = district.as_ref().map(|d| d.now_s()).unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0)
+            });
+            if !matches!(room.state(), State::Idle) {
+                let why = format!(
+                    "the room is {}: the self-test runs only while idle",
+                    room.state().name()
+                );
+                tracing::info!(%why, "self-test refused");
+                last_self_test = Some((
+                    crate::selftest::refused(trigger, now_s, &why),
+                    Instant::now(),
+                ));
+            } else if self_test_running.is_none() {
+                self_test_running = Some(Instant::now());
+                // The Janus of the next district meeting, else our own.
+                let janus_url = district
+                    .as_ref()
+                    .and_then(|d| d.meetings.next(now_s).map(|m| m.janus.ws_url.clone()))
+                    .unwrap_or_else(|| cfg.janus_url.clone());
+                let media = call_cfg.media.clone();
+                let agent = district.as_ref().map(|d| d.agent.clone());
+                let tx = st_tx.clone();
+                tokio::spawn(async move {
+                    let r = crate::selftest::run(media, janus_url, agent, trigger, meeting, now_s)
+                        .await;
+                    let _ = tx.send(r);
+                });
+            }
+        }
+        if self_test_running.is_none() && last_self_test.is_some() && !self_test_waiters.is_empty()
+        {
+            // Every waiter gets the status with the result.
+            status_reply = self_test_waiters.pop();
+        }
         if let Some(sc) = screen.as_mut() {
             let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let devices =
@@ -473,7 +553,16 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
                 &extras,
             );
             volume_toast = volume_toast.filter(|(_, at)| at.elapsed() < TOAST_TIME);
-            let toast = volume_toast.map(|(p, _)| crate::screen::volume_toast(p));
+            let self_test_toast = match (&self_test_running, &last_self_test) {
+                (Some(_), _) => Some("Đang tự kiểm tra… / Self-test running…".to_string()),
+                (None, Some((r, at))) if at.elapsed() < SELF_TEST_SHOWN => {
+                    Some(crate::selftest::screen_text(r))
+                }
+                _ => None,
+            };
+            let toast = volume_toast
+                .map(|(p, _)| crate::screen::volume_toast(p))
+                .or(self_test_toast);
             sc.update(state, toast);
         }
         if let Some(reply) = status_reply {
@@ -486,6 +575,12 @@ pub async fn run(cfg: Config) -> Result<(), StartError> {
             st.muted = room.muted();
             st.volume_percent = volume.percent();
             st.tv = tv.as_ref().map(crate::tv::Tv::status);
+            st.self_test = last_self_test.as_ref().map(|(r, _)| r.clone());
+            if self_test_running.is_none() {
+                for w in self_test_waiters.drain(..) {
+                    let _ = w.send(st.clone());
+                }
+            }
             let _ = reply.send(st);
         }
     }
@@ -523,6 +618,8 @@ fn log_state(state: &State) {
 /// The TV is woken this long before a scheduled meeting starts (the room
 /// joins it [`crate::district::EARLY_JOIN_S`] early).
 const TV_WAKE_BEFORE_S: i64 = 120;
+/// How long a self-test's result stays over the screen.
+const SELF_TEST_SHOWN: Duration = Duration::from_secs(30);
 
 /// How long the volume stays on the screen after Volume ±.
 const TOAST_TIME: Duration = Duration::from_secs(3);
@@ -659,11 +756,14 @@ fn build_status(
         muted: false,
         volume_percent: 0,
         tv: None,
+        self_test: None,
     }
 }
 
 /// The room's link to the district server: the agent and the schedule.
 struct District {
+    /// The last self-test, sent with the heartbeats.
+    self_test: Option<diemcau_agent::api::SelfTestReport>,
     agent: diemcau_agent::Agent,
     meetings: Meetings,
     problem: Option<String>,
@@ -743,6 +843,7 @@ async fn start_agent(
             tracing::info!(%serial, "district agent started");
             (
                 Some(District {
+                    self_test: None,
                     agent,
                     meetings: Meetings::default(),
                     problem: None,
@@ -853,6 +954,7 @@ impl District {
             temperature_c: read_temperature(),
             link: Default::default(),
             call: call_stats,
+            self_test: self.self_test.clone(),
         });
     }
 

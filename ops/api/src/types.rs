@@ -179,6 +179,37 @@ pub struct Heartbeat {
     pub link: LinkStats,
     #[serde(default)]
     pub call: Option<CallStats>,
+    /// The room's last self-test (before a meeting, or asked for).
+    #[serde(default)]
+    pub self_test: Option<SelfTestReport>,
+}
+
+/// One check of a room's self-test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SelfTestCheck {
+    /// `camera`, `audio`, `ops` or `janus`.
+    pub name: String,
+    pub passed: bool,
+    /// What was measured, or why it failed, for the district's IT staff.
+    pub detail: String,
+    pub elapsed_ms: u64,
+}
+
+/// A room's self-test: camera frames, the speaker's test tone heard by the
+/// microphone, the district server and Janus reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SelfTestReport {
+    /// When it ran (unix seconds).
+    pub at: i64,
+    /// Every check passed.
+    pub passed: bool,
+    /// `schedule` (before a meeting), `remote` or `ctl`.
+    pub trigger: String,
+    /// The meeting it ran before, for `schedule`.
+    #[serde(default)]
+    pub meeting_id: Option<String>,
+    pub checks: Vec<SelfTestCheck>,
+    pub elapsed_ms: u64,
 }
 
 /// Answer to a heartbeat.

@@ -137,6 +137,21 @@ impl Validate for Commune {
 impl Validate for Heartbeat {
     fn validate(&self) -> Result<(), ValidationError> {
         check_versions(&self.versions)?;
+        if let Some(t) = &self.self_test {
+            if t.checks.len() > 8 {
+                return Err(ValidationError::new("self_test.checks", "at most 8 checks"));
+            }
+            check_token_chars("self_test.trigger", &t.trigger, 32)?;
+            for c in &t.checks {
+                check_token_chars("self_test.checks.name", &c.name, 32)?;
+                if c.detail.chars().count() > 500 || c.detail.chars().any(char::is_control) {
+                    return Err(ValidationError::new(
+                        "self_test.checks.detail",
+                        "at most 500 printable characters",
+                    ));
+                }
+            }
+        }
         if self.uptime_s > 100 * 365 * 86400 {
             return Err(ValidationError::new("uptime_s", "at most 100 years"));
         }

@@ -44,6 +44,7 @@ fn arb_heartbeat() -> impl Strategy<Value = Heartbeat> {
                 packets_lost,
                 rtt_ms,
             }),
+            self_test: None,
         })
 }
 

@@ -279,6 +279,7 @@ fn hb(state: DeviceState, quality: u8, temp: f32) -> Heartbeat {
             packets_lost: 2,
             rtt_ms: 30,
         }),
+        self_test: None,
     }
 }
 

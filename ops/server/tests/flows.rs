@@ -31,6 +31,7 @@ fn in_call(meeting: &str) -> Heartbeat {
             packets_lost: 3,
             rtt_ms: 40,
         }),
+        self_test: None,
     }
 }
 

@@ -249,6 +249,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             quality_pct: Some(90),
         },
         call: None,
+        self_test: None,
     };
     let hb = Arc::new(hb);
     let interval = Duration::from_secs(args.interval_s);
