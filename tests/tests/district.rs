@@ -11,7 +11,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use diemcau_tests::ops::{Ops, Provisioned, unix_now};
 use diemcau_tests::*;
 
@@ -279,6 +279,7 @@ fn convene_now_both_rooms_in_call_within_5s() -> Result<()> {
     a.wait_for("the in-call screen", Duration::from_secs(6), |s| {
         s.screen.as_deref() == Some("in_call")
     })?;
+    self_view_is_shown(&png)?;
     let took: Vec<Duration> = at.iter().map(|(t, _)| *t - clicked).collect();
     let worst = took.iter().max().copied().unwrap_or_default();
     println!(
@@ -488,6 +489,48 @@ fn a_revoked_device_is_refused() -> Result<()> {
 }
 
 /// Width and height from a PNG file's header.
+/// The in-call screen's picture-in-picture shows our own camera: the sim
+/// board's test pattern with the room's name drawn in white at its bottom
+/// left (the publisher's overlay), where a self-view without a picture is
+/// black. Looks at a few screen PNGs, as the one being written may be
+/// caught half-way.
+fn self_view_is_shown(png: &std::path::Path) -> Result<()> {
+    use diemcau_media::screen::{Frame, LinkQuality, SELF_CHANNEL, Scene, ScreenState};
+    let state = ScreenState::InCall {
+        large: Some((0, String::new())),
+        strip: vec![],
+        muted: false,
+        link_quality: LinkQuality::Good,
+    };
+    let pip = Scene::layout(&state, 1280, 720)
+        .video(SELF_CHANNEL)
+        .context("no self-view in the layout")?;
+    let mut last = String::new();
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(700));
+        let Ok(frame) = Frame::read_png(png) else {
+            continue;
+        };
+        // The name's corner: the lower third, the left half of the PiP.
+        let (x0, y0) = (pip.x, pip.y + pip.h * 2 / 3);
+        let mut bright = 0;
+        for y in y0..pip.y + pip.h {
+            for x in x0..pip.x + pip.w / 2 {
+                let p = frame.pixel(x as u32, y as u32).unwrap_or([0; 3]);
+                if p.iter().all(|c| *c > 170) {
+                    bright += 1;
+                }
+            }
+        }
+        if bright >= 20 {
+            println!("self-view at {pip:?}: {bright} white pixels of the room's name");
+            return Ok(());
+        }
+        last = format!("{bright} white pixels in the self-view's name corner at {pip:?}");
+    }
+    bail!("no self-view on the in-call screen: {last}")
+}
+
 fn png_size(path: &std::path::Path) -> Result<(u32, u32)> {
     let b = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
     ensure!(

@@ -115,6 +115,29 @@ fn start_encoder(settings: &MediaSettings) -> ElementSpec {
     spec.with_property("name", VIDEO_ENCODER)
 }
 
+/// Size of the self-view handed to the room screen: about the size it is
+/// shown at (22 % of a 1280 wide screen), so that the screen's compositor
+/// scales a small picture, not a 720p one, at its own frame rate.
+const SELF_VIEW: (u32, u32) = (320, 180);
+
+/// With the room screen: a tee before the valve (the self-view goes on
+/// while video is paused) to the screen's self-view channel, its own
+/// leaky queue so that a slow screen never holds the encoder back.
+fn self_view(settings: &MediaSettings) -> String {
+    if settings.video_out != crate::VideoOut::Screen {
+        return String::new();
+    }
+    format!(
+        "! tee name=selfview selfview. \
+         ! queue max-size-buffers=1 max-size-time=0 max-size-bytes=0 leaky=downstream \
+         ! videoscale ! video/x-raw,width={w},height={h},pixel-aspect-ratio=1/1 \
+         ! intervideosink channel={channel} sync=false selfview. ",
+        w = SELF_VIEW.0,
+        h = SELF_VIEW.1,
+        channel = crate::screen::SELF_CHANNEL,
+    )
+}
+
 /// The `gst-launch` description of the publishing pipeline for `settings`;
 /// the microphone's echo is cancelled against the `webrtcechoprobe` called
 /// `echo_probe` (see [`crate::echo`]).
@@ -129,7 +152,7 @@ pub fn description(settings: &MediaSettings, echo_probe: Option<&str>) -> String
          ! videorate name=ladderrate drop-only=true ! videoscale name=ladderscale \
          ! capsfilter name={LADDER} caps=\"{ladder}\" \
          ! textoverlay text=\"{name}\" valignment=bottom halignment=left font-desc=\"Sans 24\" shaded-background=true \
-         ! videoconvert ! video/x-raw,format=I420 ! identity name=stamp \
+         ! videoconvert ! video/x-raw,format=I420 ! identity name=stamp {selfview}\
          ! valve name={VALVE} drop=false \
          ! queue max-size-buffers=2 max-size-time=0 max-size-bytes=0 leaky=downstream \
          ! {enc} ! {payloader} \
@@ -148,6 +171,7 @@ pub fn description(settings: &MediaSettings, echo_probe: Option<&str>) -> String
         enc = start_encoder(settings).launch_fragment(),
         payloader = video_payloader(codec),
         codec = codec.encoding_name(),
+        selfview = self_view(settings),
         asrc = crate::feed::audio_appsrc(),
         acaps = crate::echo::AUDIO_CAPS,
         dsp = settings

@@ -941,6 +941,33 @@ impl Frame {
         Some([p[0], p[1], p[2]])
     }
 
+    /// Reads a PNG file (such as the one `video_out = "screen-png"`
+    /// writes) into a frame, for checks of what the screen showed.
+    pub fn read_png(path: &std::path::Path) -> Result<Frame, MediaError> {
+        gst::init().map_err(|e| MediaError::Pipeline(format!("GStreamer: {e}")))?;
+        let desc = format!(
+            "filesrc location=\"{}\" ! pngdec ! videoconvert ! video/x-raw,format=RGB \
+             ! appsink name=out sync=false",
+            crate::escape(&path.to_string_lossy())
+        );
+        let pipeline = gst::parse::launch(&desc)
+            .map_err(|e| MediaError::Pipeline(format!("{}: {e}", path.display())))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| MediaError::Pipeline("not a pipeline".into()))?;
+        let sink = pipeline
+            .by_name("out")
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+            .ok_or_else(|| MediaError::Pipeline("no appsink".into()))?;
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| MediaError::Pipeline(format!("{}: {e}", path.display())))?;
+        let sample = sink.try_pull_sample(gst::ClockTime::from_seconds(5));
+        let _ = pipeline.set_state(gst::State::Null);
+        let sample = sample
+            .ok_or_else(|| MediaError::Pipeline(format!("{}: no picture", path.display())))?;
+        frame_of(sample)
+    }
+
     /// The frame as a PNG file.
     pub fn to_png(&self) -> Result<Vec<u8>, MediaError> {
         let caps = gst::Caps::builder("image/png").build();
