@@ -154,14 +154,18 @@ fn main() -> Result<()> {
             .map(|p| cpu_seconds(*p))
             .collect::<Result<_>>()?;
         let call = after.iter().zip(&before).map(|(a, b)| a - b).sum::<f64>();
+        // The bare pipelines encode with what the call's encoders were set
+        // to in this window (the adaptation moves the rate and Opus's
+        // expected loss from their start values).
+        let settings = Encoding::of(&c)?;
         // The bare pipelines run with the call left, so the two never compete.
         c.ctl(CtlCommand::Leave)?;
         d.ctl(CtlCommand::Leave)?;
         c.wait_for("idle", Duration::from_secs(10), |s| s.state == "idle")?;
         d.wait_for("idle", Duration::from_secs(10), |s| s.state == "idle")?;
-        let bare = bare_pipelines_cpu(window)?;
+        let bare = bare_pipelines_cpu(window, &settings)?;
         println!(
-            "round {round}: call {call:.2} CPU-s, bare {bare:.2} CPU-s per {window:?} (ratio {:.2})",
+            "round {round}: call {call:.2} CPU-s, bare {bare:.2} CPU-s per {window:?} (ratio {:.2}; {settings:?})",
             call / bare
         );
         call_cpu += call;
@@ -188,20 +192,48 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// The encoder settings a room's call runs with, from its status.
+#[derive(Debug)]
+struct Encoding {
+    video_kbps: u32,
+    opus_loss_percent: u8,
+    opus_dtx: bool,
+}
+
+impl Encoding {
+    fn of(d: &Daemon) -> Result<Encoding> {
+        let a = d
+            .status()?
+            .adapt
+            .context("no adaptation status in a call")?;
+        Ok(Encoding {
+            video_kbps: a.video_kbps,
+            opus_loss_percent: a.opus_loss_percent,
+            opus_dtx: a.opus_dtx,
+        })
+    }
+}
+
 fn pid_of(d: &Daemon) -> Result<u32> {
     d.pid().context("daemon not running")
 }
 
 /// Each room's work without WebRTC: encode our camera and microphone with the
-/// same settings and decode one remote stream (the other room's), twice.
-fn bare_pipelines_cpu(window: Duration) -> Result<f64> {
+/// same settings and decode one remote stream (the other room's), twice. The
+/// decoded video is taken at its display time (`sync=true`), as the room's
+/// display sink takes it; decoded audio as it comes, as the rooms' discarded
+/// audio is.
+fn bare_pipelines_cpu(window: Duration, settings: &Encoding) -> Result<f64> {
     let profile = diemcau_board::builtin("sim")?;
-    let enc = profile
+    let spec = profile
         .video
         .encoders
         .first()
-        .context("sim has an encoder")?
+        .context("sim has an encoder")?;
+    let enc = diemcau_board::encoder::with_bitrate(spec, settings.video_kbps)
+        .0
         .launch_fragment();
+    let (plp, dtx) = (settings.opus_loss_percent, settings.opus_dtx);
     let one_room = format!(
         "videotestsrc is-live=true pattern=ball ! videoconvert ! videoscale ! videorate \
          ! video/x-raw,width=1280,height=720,framerate=30/1 \
@@ -210,9 +242,9 @@ fn bare_pipelines_cpu(window: Duration) -> Result<f64> {
          ! {enc} ! video/x-h264,profile=constrained-baseline,stream-format=byte-stream ! h264parse \
          ! rtph264pay config-interval=-1 aggregate-mode=zero-latency mtu=1200 pt=96 \
          ! rtph264depay ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=I420 \
-         ! fakesink sync=false \
+         ! fakesink sync=true \
          audiotestsrc is-live=true wave=sine freq=440 volume=0.3 ! audioconvert ! audioresample \
-         ! audio/x-raw,rate=48000,channels=1 ! opusenc inband-fec=true packet-loss-percentage=10 bitrate=32000 frame-size=20 \
+         ! audio/x-raw,rate=48000,channels=1 ! opusenc inband-fec=true packet-loss-percentage={plp} dtx={dtx} bitrate=32000 frame-size=20 \
          ! rtpopuspay pt=111 ! rtpopusdepay ! opusdec plc=true ! audioconvert ! audioresample \
          ! audio/x-raw,format=S16LE,rate=48000 ! fakesink sync=false"
     );

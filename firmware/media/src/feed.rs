@@ -41,6 +41,10 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// A capture that delivers nothing for this long is restarted.
 pub const SILENT_CAPTURE: Duration = Duration::from_secs(5);
+/// While the device delivers, the feed thread looks this often whether it
+/// has stalled (a wake-up per frame would cost more than the look). The
+/// slate then follows a stall within `STALL` + `WATCH`.
+const WATCH: Duration = Duration::from_millis(100);
 /// Length of one buffer of silence.
 const SILENCE: Duration = Duration::from_millis(20);
 const AUDIO_RATE: u32 = 48_000;
@@ -550,17 +554,20 @@ impl Worker {
             }
             self.check_active();
             if now >= next_fill {
-                next_fill += interval;
-                if next_fill < now {
-                    // Late (a slow probe): no burst to catch up.
-                    next_fill = now + interval;
+                if self.fill(now) {
+                    // The device delivers: nothing to fill until it stalls,
+                    // which a look every WATCH notices soon enough.
+                    next_fill = now + WATCH;
+                } else {
+                    next_fill += interval;
+                    if next_fill < now {
+                        // Late (a slow probe): no burst to catch up.
+                        next_fill = now + interval;
+                    }
                 }
-                self.fill(now);
             }
             let wake = next_fill.min(next_probe);
-            let nap = wake
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(50));
+            let nap = wake.saturating_duration_since(Instant::now()).min(WATCH);
             std::thread::sleep(nap);
         }
         self.capture = None;
@@ -672,8 +679,9 @@ impl Worker {
         }
     }
 
-    /// Sends the slate or silence unless the device delivered recently.
-    fn fill(&mut self, now: Instant) {
+    /// Sends the slate or silence unless the device delivered recently;
+    /// true if it did (nothing sent).
+    fn fill(&mut self, now: Instant) -> bool {
         let fresh = self.capture.as_ref().is_some_and(|_| {
             let last = self.shared.last_device_push.load(Ordering::Relaxed);
             last != u64::MAX && self.shared.ms(now).saturating_sub(last) < STALL.as_millis() as u64
@@ -704,6 +712,7 @@ impl Worker {
                 s.sending = sending.to_string();
             }
         });
+        fresh || starting
     }
 }
 

@@ -214,8 +214,10 @@ fn video_chain(settings: &MediaSettings, peer_id: u64, peer: &str) -> String {
     match &settings.video_out {
         // Discarded frames are still taken at their display time, as a
         // screen would, so that the probe before it measures what a screen
-        // shows (and the sink's latency query configures the pipeline).
-        VideoOut::Discard => format!("{q} ! fakesink sync=true async=false"),
+        // shows (and the sink's latency query configures the pipeline). No
+        // queue: the probe has waited already, and the sink takes the frame
+        // at once (a thread hand-off per frame for nothing).
+        VideoOut::Discard => "fakesink sync=true async=false".to_string(),
         // The screen composes at its own rate; the probe before it has
         // already waited for the display time.
         VideoOut::Screen => format!(
@@ -240,7 +242,8 @@ fn video_chain(settings: &MediaSettings, peer_id: u64, peer: &str) -> String {
 fn audio_chain(out: &AudioOut) -> String {
     let q = "queue max-size-time=200000000 max-size-buffers=0 max-size-bytes=0 leaky=downstream";
     match out {
-        AudioOut::Discard => format!("{q} ! fakesink sync=false async=false"),
+        // Nothing to decouple from: no queue (and its thread).
+        AudioOut::Discard => "fakesink sync=false async=false".to_string(),
         AudioOut::Sink(spec) => format!("{q} ! audioconvert ! {}", spec.launch_fragment()),
     }
 }
