@@ -540,3 +540,51 @@ fn png_size(path: &std::path::Path) -> Result<(u32, u32)> {
     let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     Ok((be(16), be(20)))
 }
+
+#[test]
+fn self_test_result_reaches_the_district() -> Result<()> {
+    let _one = one_at_a_time();
+    let d = district("district-selftest")?;
+    let (a, _, _) = d.room(A, XA_A)?;
+    let id = d.ops.wait_enrolled(&a, Duration::from_secs(15))?;
+    let asked = Instant::now();
+    let s = a.ctl(CtlCommand::SelfTest)?;
+    let r = s.self_test.context("no self-test in the status")?;
+    println!("self-test at the room after {:?}: {r:?}", asked.elapsed());
+    for name in ["ops", "janus"] {
+        let c = r
+            .checks
+            .iter()
+            .find(|c| c.name == name)
+            .with_context(|| format!("no {name} check in {r:?}"))?;
+        ensure!(c.passed, "the {name} check failed: {c:?}");
+    }
+    // The next heartbeat carries it to the district, as the room ran it.
+    let stored = d.ops.eventually(
+        "the self-test at the district",
+        Duration::from_secs(25),
+        |o| {
+            let dev = o.device(&id)?;
+            let st = &dev["device"]["heartbeat"]["self_test"];
+            Ok((st["at"].as_i64() == Some(r.at)).then(|| st.clone()))
+        },
+    )?;
+    println!(
+        "self-test at the district after {:?}: {stored}",
+        asked.elapsed()
+    );
+    ensure!(stored["passed"] == r.passed, "{stored}");
+    ensure!(stored["trigger"] == "ctl", "{stored}");
+    let names: Vec<&str> = stored["checks"]
+        .as_array()
+        .context("checks")?
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let want: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
+    ensure!(
+        names == want,
+        "checks at the district {names:?}, at the room {want:?}"
+    );
+    clean_and_unasked(&a)
+}
