@@ -58,11 +58,11 @@ impl Drop for JanusClient {
     }
 }
 
-/// Asks Janus at `url` who it is (`{"janus":"info"}`, no session), within
-/// `timeout`: its name and version, e.g. `Janus WebRTC Server 1.1.2`. The
-/// self-test's check that the conference server answers.
-pub async fn server_info(url: &str, timeout: Duration) -> Result<String, SignalError> {
-    let connect = || SignalError::Connect(url.to_string(), "timed out".into());
+/// The WebSocket handshake request for Janus at `url`, with its
+/// sub-protocol.
+fn janus_request(
+    url: &str,
+) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, SignalError> {
     let mut req = url
         .into_client_request()
         .map_err(|e| SignalError::Connect(url.to_string(), e.to_string()))?;
@@ -70,6 +70,15 @@ pub async fn server_info(url: &str, timeout: Duration) -> Result<String, SignalE
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static("janus-protocol"),
     );
+    Ok(req)
+}
+
+/// Asks Janus at `url` who it is (`{"janus":"info"}`, no session), within
+/// `timeout`: its name and version, e.g. `Janus WebRTC Server 1.1.2`. The
+/// self-test's check that the conference server answers.
+pub async fn server_info(url: &str, timeout: Duration) -> Result<String, SignalError> {
+    let connect = || SignalError::Connect(url.to_string(), "timed out".into());
+    let req = janus_request(url)?;
     let ask = async {
         let (mut ws, _) = tokio_tungstenite::connect_async(req)
             .await
@@ -110,13 +119,7 @@ impl JanusClient {
         url: &str,
         room: RoomSettings,
     ) -> Result<(Self, mpsc::UnboundedReceiver<SignalEvent>), SignalError> {
-        let mut req = url
-            .into_client_request()
-            .map_err(|e| SignalError::Connect(url.to_string(), e.to_string()))?;
-        req.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static("janus-protocol"),
-        );
+        let req = janus_request(url)?;
         let (ws, _) = tokio::time::timeout(REQUEST_TIMEOUT, tokio_tungstenite::connect_async(req))
             .await
             .map_err(|_| SignalError::Connect(url.to_string(), "timed out".into()))?
