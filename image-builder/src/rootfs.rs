@@ -17,7 +17,7 @@ use crate::spec::{Board, ImageSpec};
 use crate::tools::{self, ToolError};
 
 /// Bumped whenever the mmdebstrap recipe below changes what it produces.
-pub const RECIPE_VERSION: u32 = 1;
+pub const RECIPE_VERSION: u32 = 2;
 
 /// Why the root file system could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +71,11 @@ fn tool(step: &'static str) -> impl FnOnce(ToolError) -> RootfsError {
     move |source| RootfsError::Tool { step, source }
 }
 
+/// mmdebstrap hooks that make /etc/ssl/certs once, natively, instead of
+/// twice under emulation (`files/ca-divert.sh`, `files/ca-update.sh`).
+pub const CA_DIVERT: &str = include_str!("../files/ca-divert.sh");
+pub const CA_UPDATE: &str = include_str!("../files/ca-update.sh");
+
 /// The initramfs hook that adds the spec's modules (with `MODULES=list`).
 pub fn initramfs_hook(spec: &ImageSpec) -> String {
     format!(
@@ -98,33 +103,81 @@ pub fn base_key(spec: &ImageSpec) -> String {
     for p in &spec.packages {
         s.push_str(&format!("package {p}\n"));
     }
+    for g in &spec.path_exclude {
+        s.push_str(&format!("exclude {g}\n"));
+    }
     s.push_str(&initramfs_hook(spec));
+    if spec.has_package("ca-certificates") {
+        s.push_str(CA_DIVERT);
+        s.push_str(CA_UPDATE);
+    }
     crate::sha256_hex(s.as_bytes())
 }
 
-/// Arguments for mmdebstrap (without the program name).
-pub fn mmdebstrap_args(spec: &ImageSpec, hook: &Path, out: &Path) -> Vec<String> {
+/// The files [`mmdebstrap_args`] expects in its work folder.
+pub fn hook_files(spec: &ImageSpec) -> Vec<(&'static str, String)> {
+    let mut v = vec![("diemcau-modules", initramfs_hook(spec))];
+    if spec.has_package("ca-certificates") {
+        v.push(("ca-divert.sh", CA_DIVERT.to_owned()));
+        v.push(("ca-update.sh", CA_UPDATE.to_owned()));
+    }
+    v
+}
+
+/// Arguments for mmdebstrap (without the program name). `work` holds the
+/// [`hook_files`] and receives dpkg's log of the build (`dpkg.log`: when
+/// each package was unpacked and configured, where the time went).
+pub fn mmdebstrap_args(spec: &ImageSpec, work: &Path, out: &Path) -> Vec<String> {
     let mut a = vec![
         "--mode=root".to_owned(),
         "--variant=minbase".into(),
         format!("--architectures={}", spec.architecture),
         format!("--components={}", spec.components.join(",")),
         "--aptopt=Acquire::Retries \"3\"".into(),
+        // merged /usr set up by mmdebstrap itself (the same symlinks)
+        // instead of the usrmerge package, which pulls in perl and runs a
+        // conversion under emulation.
+        "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr".into(),
+        // No fsync per unpacked file: a failed build is thrown away anyway.
+        "--dpkgopt=force-unsafe-io".into(),
         "--dpkgopt=path-exclude=/usr/share/man/*".into(),
         "--dpkgopt=path-exclude=/usr/share/locale/*".into(),
         "--dpkgopt=path-exclude=/usr/share/info/*".into(),
         "--dpkgopt=path-exclude=/usr/share/doc/*".into(),
         "--dpkgopt=path-include=/usr/share/doc/*/copyright".into(),
+    ];
+    a.extend(
+        spec.path_exclude
+            .iter()
+            .map(|g| format!("--dpkgopt=path-exclude={g}")),
+    );
+    a.extend([
         format!("--include={}", spec.packages.join(",")),
         "--setup-hook=mkdir -p \"$1/etc/initramfs-tools/conf.d\" \"$1/etc/initramfs-tools/hooks\" \"$1/boot/firmware\"".into(),
         "--setup-hook=echo MODULES=list > \"$1/etc/initramfs-tools/conf.d/diemcau.conf\"".into(),
         format!(
             "--setup-hook=copy-in {} /etc/initramfs-tools/hooks/",
-            hook.display()
+            work.join("diemcau-modules").display()
+        ),
+    ]);
+    if spec.has_package("ca-certificates") {
+        a.push(format!(
+            "--essential-hook={}",
+            work.join("ca-divert.sh").display()
+        ));
+        a.push(format!(
+            "--customize-hook={}",
+            work.join("ca-update.sh").display()
+        ));
+    }
+    a.extend([
+        format!(
+            "--customize-hook=copy-out /var/log/dpkg.log {}",
+            work.display()
         ),
         spec.suite.clone(),
         out.display().to_string(),
-    ];
+    ]);
     a.extend(spec.apt_sources());
     a
 }
@@ -162,18 +215,22 @@ pub fn ensure_base(
     }
     std::fs::create_dir_all(cache).map_err(io("cannot create cache folder", cache))?;
     let work = tempfile::tempdir_in(cache).map_err(io("cannot make a folder in", cache))?;
-    let hook = work.path().join("diemcau-modules");
-    std::fs::write(&hook, initramfs_hook(spec)).map_err(io("cannot write", &hook))?;
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
-        .map_err(io("cannot chmod", &hook))?;
+    for (name, text) in hook_files(spec) {
+        let f = work.path().join(name);
+        std::fs::write(&f, text).map_err(io("cannot write", &f))?;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755))
+            .map_err(io("cannot chmod", &f))?;
+    }
     let partial = work.path().join("base.tar");
     let mut c = tools::cmd("mmdebstrap").map_err(|source| RootfsError::Mmdebstrap {
         log: log.to_owned(),
         source,
     })?;
     c.env("SOURCE_DATE_EPOCH", epoch.to_string())
-        .args(mmdebstrap_args(spec, &hook, &partial));
-    tools::run_logged(c, Some(log)).map_err(|source| RootfsError::Mmdebstrap {
+        .args(mmdebstrap_args(spec, work.path(), &partial));
+    let ran = tools::run_logged(c, Some(log));
+    let _ = std::fs::copy(work.path().join("dpkg.log"), log.with_extension("dpkg.log"));
+    ran.map_err(|source| RootfsError::Mmdebstrap {
         log: log.to_owned(),
         source,
     })?;
@@ -436,12 +493,15 @@ mod tests {
         let mut c = a.clone();
         c.initramfs_modules.push("nvme".into());
         assert_ne!(base_key(&a), base_key(&c));
+        let mut d = a.clone();
+        d.path_exclude.push("/usr/share/icons/*".into());
+        assert_ne!(base_key(&a), base_key(&d));
     }
 
     #[test]
     fn mmdebstrap_args_have_the_recipe() {
         let s = ImageSpec::for_board(Board::Rpi4).unwrap();
-        let a = mmdebstrap_args(&s, Path::new("/h"), Path::new("/o.tar"));
+        let a = mmdebstrap_args(&s, Path::new("/w"), Path::new("/o.tar"));
         assert!(a.contains(&"--architectures=arm64".to_owned()));
         assert!(a.contains(&"--components=main,non-free-firmware".to_owned()));
         assert!(
@@ -450,6 +510,17 @@ mod tests {
         );
         assert!(a.iter().any(|x| x.contains("MODULES=list")));
         assert!(a.iter().any(|x| x.contains("bookworm-security")));
+        assert!(a.contains(&"--dpkgopt=force-unsafe-io".to_owned()));
+        assert!(a.contains(&"--essential-hook=/w/ca-divert.sh".to_owned()));
+        assert!(a.contains(&"--customize-hook=/w/ca-update.sh".to_owned()));
+        // The Pi keeps its GPU drivers; the virt machine has no GPU.
+        assert!(!a.iter().any(|x| x.contains("/dri/")));
+        let q = ImageSpec::for_board(Board::QemuVirt).unwrap();
+        let a = mmdebstrap_args(&q, Path::new("/w"), Path::new("/o.tar"));
+        assert!(
+            a.iter()
+                .any(|x| x.starts_with("--dpkgopt=path-exclude=") && x.contains("/dri/"))
+        );
     }
 
     #[test]

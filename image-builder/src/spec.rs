@@ -79,6 +79,8 @@ impl Board {
             "gstreamer1.0-plugins-good",
             "gstreamer1.0-plugins-bad",
             "gstreamer1.0-nice",
+            // textoverlay (the pango plugin) is packaged with the X sinks
+            "gstreamer1.0-x",
         ];
         const PI: &[&str] = &[
             "systemd",
@@ -95,6 +97,8 @@ impl Board {
             "gstreamer1.0-plugins-good",
             "gstreamer1.0-plugins-bad",
             "gstreamer1.0-nice",
+            // textoverlay (the pango plugin) is packaged with the X sinks
+            "gstreamer1.0-x",
             "raspi-firmware",
         ];
         match self {
@@ -200,6 +204,10 @@ pub struct RawPartition {
 pub struct RawPackages {
     #[serde(default)]
     pub include: Vec<String>,
+    /// dpkg `path-exclude` globs: files of the listed packages that are not
+    /// unpacked (e.g. GPU drivers on a machine without a GPU).
+    #[serde(default)]
+    pub path_exclude: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -248,6 +256,9 @@ pub struct ImageSpec {
     pub partitions: Vec<PartitionSpec>,
     /// Sorted and without duplicates.
     pub packages: Vec<String>,
+    /// dpkg `path-exclude` globs beyond the builder's own (docs, man pages,
+    /// locales), sorted and without duplicates.
+    pub path_exclude: Vec<String>,
     pub initramfs_modules: Vec<String>,
     pub cmdline_extra: String,
     pub config_txt: Vec<String>,
@@ -705,6 +716,23 @@ impl ImageSpec {
             }
         }
 
+        for g in &raw.packages.path_exclude {
+            let essential = ["/", "/*", "/usr/*", "/etc/*", "/usr/bin/*", "/usr/lib/*"];
+            if !g.starts_with('/')
+                || g.chars()
+                    .any(|c| c.is_whitespace() || c == ',' || c.is_control())
+            {
+                bad(
+                    "packages.path_exclude",
+                    format!("absolute path globs without spaces or commas, found {g:?}"),
+                );
+            } else if essential.contains(&g.as_str()) || g.starts_with("/boot") {
+                bad(
+                    "packages.path_exclude",
+                    format!("{g:?} would leave the image without a system or a kernel"),
+                );
+            }
+        }
         for m in &raw.kernel.initramfs_modules {
             if !is_module_name(m) {
                 bad(
@@ -768,6 +796,9 @@ impl ImageSpec {
             return Err(problems);
         }
         let board = board.expect("checked above");
+        let mut path_exclude = raw.packages.path_exclude;
+        path_exclude.sort();
+        path_exclude.dedup();
         let mut initramfs_modules = raw.kernel.initramfs_modules;
         initramfs_modules.sort();
         initramfs_modules.dedup();
@@ -790,6 +821,7 @@ impl ImageSpec {
             disk_id,
             partitions,
             packages: packages.into_iter().collect(),
+            path_exclude,
             initramfs_modules,
             cmdline_extra,
             config_txt: raw.kernel.config_txt,

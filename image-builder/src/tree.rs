@@ -125,6 +125,8 @@ pub fn digest(root: &Path, listing: Option<&Path>) -> std::io::Result<String> {
         Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
         None => None,
     };
+    // Hard links (Mesa's drivers are one file under 40 names) are read once.
+    let mut seen: std::collections::HashMap<(u64, u64), String> = Default::default();
     for rel in list(root)? {
         let p = root.join(&rel);
         let md = std::fs::symlink_metadata(&p)?;
@@ -134,7 +136,17 @@ pub fn digest(root: &Path, listing: Option<&Path>) -> std::io::Result<String> {
         } else if ft.is_dir() {
             ("d", String::new())
         } else if ft.is_file() {
-            ("f", crate::sha256_file(&p)?)
+            let sum = match seen.get(&(md.dev(), md.ino())) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = crate::sha256_file(&p)?;
+                    if md.nlink() > 1 {
+                        seen.insert((md.dev(), md.ino()), s.clone());
+                    }
+                    s
+                }
+            };
+            ("f", sum)
         } else {
             ("s", format!("rdev={}", md.rdev()))
         };
