@@ -106,6 +106,10 @@ enum Cmd {
         /// Do not echo the console.
         #[arg(long)]
         quiet: bool,
+        /// Keep the guest running after it is ready (until Ctrl-C or the
+        /// timeout), e.g. to watch it enrol and join its meetings.
+        #[arg(long)]
+        stay: bool,
     },
 }
 
@@ -233,8 +237,9 @@ fn run(cli: Cli) -> Result<()> {
             smp,
             console_log,
             quiet,
+            stay,
         } => {
-            let t = boottest::run(&boottest::BootOptions {
+            let opts = boottest::BootOptions {
                 image,
                 ready,
                 timeout: Duration::from_secs(timeout),
@@ -242,8 +247,16 @@ fn run(cli: Cli) -> Result<()> {
                 smp,
                 console_log,
                 echo: !quiet,
-            })?;
-            println!("{}", boottest::summary(&t));
+            };
+            let mut guest = boottest::Guest::start(&opts)?;
+            let t = guest.wait_for(&opts.ready, opts.timeout)?;
+            guest.times.ready = Some(t);
+            println!("{}", boottest::summary(&guest.times));
+            if stay {
+                eprintln!("the guest keeps running (Ctrl-C stops it)");
+                let left = opts.timeout.saturating_sub(Duration::from_secs_f64(t));
+                guest.pump(left)?;
+            }
         }
     }
     Ok(())
