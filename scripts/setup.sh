@@ -26,6 +26,8 @@ PACKAGES=(
   python3-zeroconf
   # disk images (image-builder tests)
   fdisk dosfstools mtools e2fsprogs
+  # the qemu-virt image and its emulated boot (image-builder/ci/boot-test.sh)
+  mmdebstrap qemu-user-static binfmt-support arch-test qemu-system-arm
 )
 
 missing=()

@@ -17,3 +17,8 @@ cargo test --workspace -- --test-threads=2
 export DIEMCAU_CROSS_PROFILE="${DIEMCAU_CROSS_PROFILE:-debug}"
 bash scripts/cross/build-aarch64.sh
 bash scripts/cross/test-aarch64.sh
+# The qemu-virt image: built (cold on a fresh machine, then from the cache in
+# /var/cache/diemcau-image), booted under qemu-system-aarch64; its daemon
+# enrols with ops and joins a scheduled meeting on Janus, all on this machine
+# (image-builder/ci/boot-test.sh, docs/benchmarks-image.md).
+bash image-builder/ci/boot-test.sh
