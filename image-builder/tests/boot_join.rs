@@ -27,7 +27,9 @@
 //! boot-to-in-call. Env: `DIEMCAU_IMAGE_CACHE` (default
 //! `/var/cache/diemcau-image`), `DIEMCAU_BOOT_TIMEOUT` (seconds for the
 //! whole boot-and-join part, default 900), `DIEMCAU_KEEP=1` keeps the
-//! scratch folder (console log, Janus and ops logs).
+//! scratch folder (console log, Janus and ops logs), `DIEMCAU_BOOT_ECHO=1`
+//! echoes the guest's console, `DIEMCAU_BOOT_IMAGE=IMG` boots an image
+//! built before instead of building one (while working on the test).
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
