@@ -37,9 +37,11 @@ update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
 arch-test arm64 >/dev/null || { echo "boot-test: arm64 binaries do not run here (qemu-user-static, binfmt)" >&2; exit 1; }
 [ -x "$DAEMON" ] || { echo "boot-test: no daemon at $DAEMON (scripts/cross/build-aarch64.sh)" >&2; exit 1; }
 
-cargo build -q -p diemcau-ops --bin diemcau-ops
-export DIEMCAU_IMAGE_E2E=1 DIEMCAU_DAEMON="$DAEMON"
-export DIEMCAU_OPS_BIN="${CARGO_TARGET_DIR:-target}/debug/diemcau-ops"
+# `cargo test --workspace` earlier in scripts/test.sh built diemcau-ops and
+# this test with the workspace's features: use those, compile nothing again.
+OPS_BIN="${CARGO_TARGET_DIR:-target}/debug/diemcau-ops"
+[ -x "$OPS_BIN" ] || cargo build -q -p diemcau-ops --bin diemcau-ops
+export DIEMCAU_IMAGE_E2E=1 DIEMCAU_DAEMON="$DAEMON" DIEMCAU_OPS_BIN="$OPS_BIN"
 timeout --kill-after=30 "${BOOT_JOIN_LIMIT:-1800}" \
-	cargo test -q -p diemcau-image --test boot_join -- --ignored --nocapture
+	cargo test -q --workspace --test boot_join -- --ignored --nocapture
 echo "boot-test: emulated boot and join step took $(( $(date +%s) - t0 )) s"
