@@ -1238,7 +1238,9 @@ impl Screen {
         // geometry and every overlay its new text.
         let frame = gst::ClockTime::SECOND / u64::from(self.spec.fps.max(1));
         let wanted = self.shown_at + frame * 2;
-        let deadline = Instant::now() + Duration::from_secs(2);
+        // Generous: the first frame of a new screen waits for fontconfig
+        // and pango's first layout, seconds on a busy machine.
+        let deadline = Instant::now() + Duration::from_secs(8);
         loop {
             self.health()?;
             let left = deadline.saturating_duration_since(Instant::now());
