@@ -265,6 +265,9 @@ mod tests {
             "ExecStart=/usr/bin/diemcau run --config /etc/diemcau/room.toml",
             "NoNewPrivileges=yes",
             "CapabilityBoundingSet=\n",
+            // The provisioning file is read once at start: after the FAT is
+            // mounted (an emulated boot started the daemon before it).
+            "boot-firmware.mount",
         ] {
             assert!(UNIT.contains(d), "{d}");
         }

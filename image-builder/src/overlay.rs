@@ -292,6 +292,9 @@ mod tests {
             l.partuuid(Role::Data).unwrap()
         )));
         assert!(f.contains("/data/log\t/var/log\tnone\tbind"));
+        // 20 s ran out under emulation while udev was busy: no provisioning.
+        let boot = f.lines().find(|l| l.contains("/boot/firmware")).unwrap();
+        assert!(boot.contains("x-systemd.device-timeout=90s"), "{boot}");
     }
 
     #[test]
