@@ -32,6 +32,10 @@ pub struct BootOptions {
     pub console_log: Option<PathBuf>,
     /// Echo console lines to stderr as they come.
     pub echo: bool,
+    /// QEMU's `restrict=on`: the guest reaches nothing outside QEMU, not
+    /// even the host (for boots that need no district server: nothing the
+    /// guest sends, its DNS and NTP included, leaves the machine).
+    pub restrict: bool,
 }
 
 /// When each stage was seen, in seconds since QEMU started.
@@ -206,7 +210,11 @@ impl Guest {
             ))
             .args([
                 "-netdev",
-                "user,id=n0",
+                if opts.restrict {
+                    "user,id=n0,restrict=on"
+                } else {
+                    "user,id=n0"
+                },
                 "-device",
                 // No option ROM: the kernel is loaded directly, and without
                 // ipxe-qemu (a Recommends) QEMU refuses to start for want of it.

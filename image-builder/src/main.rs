@@ -110,6 +110,10 @@ enum Cmd {
         /// timeout), e.g. to watch it enrol and join its meetings.
         #[arg(long)]
         stay: bool,
+        /// No network beyond QEMU: the guest cannot reach the host or
+        /// anything else (a boot check without a district server).
+        #[arg(long)]
+        restrict: bool,
     },
 }
 
@@ -238,6 +242,7 @@ fn run(cli: Cli) -> Result<()> {
             console_log,
             quiet,
             stay,
+            restrict,
         } => {
             let opts = boottest::BootOptions {
                 image,
@@ -247,6 +252,7 @@ fn run(cli: Cli) -> Result<()> {
                 smp,
                 console_log,
                 echo: !quiet,
+                restrict,
             };
             let mut guest = boottest::Guest::start(&opts)?;
             let t = guest.wait_for(&opts.ready, opts.timeout)?;
