@@ -1027,4 +1027,82 @@ mod tests {
             Verdict::Rejected(RejectReason::Denied)
         );
     }
+
+    /// Copies the recorded sysfs entry of an RF remote under `sys` and
+    /// makes its node in `dev` a FIFO, held open for writing.
+    fn plug(dev: &Path, sys: &Path) -> File {
+        let from =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sysfs/class/input/event0");
+        fn copy_tree(from: &Path, to: &Path) {
+            std::fs::create_dir_all(to).unwrap();
+            for e in std::fs::read_dir(from).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    copy_tree(&e.path(), &to.join(e.file_name()));
+                } else {
+                    std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+                }
+            }
+        }
+        copy_tree(&from, &sys.join("event0"));
+        let node = dev.join("event0");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&node)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&node)
+            .unwrap()
+    }
+
+    fn press(w: &mut File, code: u16) {
+        use std::io::Write as _;
+        let bytes = stream(
+            EventLayout::native(),
+            &[
+                ev(EV_KEY, code, 1),
+                ev(EV_SYN, SYN_REPORT, 0),
+                ev(EV_KEY, code, 0),
+                ev(EV_SYN, SYN_REPORT, 0),
+            ],
+        );
+        w.write_all(&bytes).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_remote_unplugged_and_plugged_back_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dev, sys) = (dir.path().join("dev"), dir.path().join("sys"));
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::create_dir_all(&sys).unwrap();
+        let mut w = plug(&dev, &sys);
+        let mut remote = EvdevRemote::spawn(EvdevConfig {
+            dev_root: dev.clone(),
+            sys_root: sys.clone(),
+            rescan_every: Duration::from_millis(50),
+            ..EvdevConfig::default()
+        });
+        press(&mut w, code::KEY_ENTER);
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(5), remote.next_key()).await,
+            Ok(Some(KeyEvent::pressed(RemoteKey::Ok)))
+        );
+        // Unplugged: the node and its sysfs entry go, the reader sees the
+        // end of the device.
+        drop(w);
+        std::fs::remove_file(dev.join("event0")).unwrap();
+        std::fs::remove_dir_all(sys.join("event0")).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Plugged back: found at a rescan and read again.
+        let mut w = plug(&dev, &sys);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        press(&mut w, code::KEY_MUTE);
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(5), remote.next_key()).await,
+            Ok(Some(KeyEvent::pressed(RemoteKey::Mute)))
+        );
+    }
 }
