@@ -89,13 +89,32 @@ impl std::fmt::Debug for Window {
     }
 }
 
-/// Measures what `d` receives from `from` for `secs` seconds.
+/// The status just after the daemon's next refresh of its per-peer
+/// counters (once a second), and when it was seen: a window between two
+/// refreshes spans whole refresh periods, so its rates carry no error of a
+/// refresh more or less (±7 % over 15 s).
+fn at_refresh(d: &Daemon, from: &str) -> Result<(Status, Instant)> {
+    let before = samples(&d.status()?, from);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = d.status()?;
+        if samples(&s, from) != before {
+            return Ok((s, Instant::now()));
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no audio from {from} for 5 s: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Measures what `d` receives from `from` for about `secs` seconds.
 fn measure(d: &Daemon, from: &str, secs: u64) -> Result<Window> {
-    let s0 = d.status()?;
-    let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(secs));
-    let s1 = d.status()?;
-    let dt = t0.elapsed().as_secs_f64();
+    let (s0, t0) = at_refresh(d, from)?;
+    std::thread::sleep(Duration::from_secs(secs).saturating_sub(Duration::from_millis(500)));
+    let (s1, t1) = at_refresh(d, from)?;
+    let dt = t1.duration_since(t0).as_secs_f64();
     let p = peer(&s1, from).with_context(|| format!("{from} is gone: {s1:?}"))?;
     Ok(Window {
         fps: frames(&s1, from).saturating_sub(frames(&s0, from)) as f64 / dt,
