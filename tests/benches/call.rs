@@ -43,6 +43,9 @@ fn main() -> Result<()> {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let wants = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
+    // `-- threads`: the CPU of each thread, of a daemon and of a bare room
+    // (only when asked for).
+    let threads = only.iter().any(|o| o == "threads");
     isolate()?;
     let dir = scratch("bench")?;
     let room = JanusRoom {
@@ -121,7 +124,7 @@ fn main() -> Result<()> {
     // test instrument, not product behaviour), measured in windows that
     // alternate with the bare pipelines so that other load on the machine
     // hits both alike.
-    if !wants("cpu") {
+    if !wants("cpu") && !threads {
         return Ok(());
     }
     drop(a);
@@ -140,8 +143,29 @@ fn main() -> Result<()> {
         })?;
     }
     let window = Duration::from_secs(20);
-    let rounds = 3;
     let pids = [pid_of(&c)?, pid_of(&d)?];
+    if threads {
+        // Where each one's CPU goes, thread by thread: one daemon in the
+        // call, then one room's bare pipelines with the call left.
+        let settings = Encoding::of(&c)?;
+        print_profile(
+            "one daemon in the call",
+            window,
+            &thread_profile(pids[0], window)?,
+        );
+        c.ctl(CtlCommand::Leave)?;
+        d.ctl(CtlCommand::Leave)?;
+        c.wait_for("idle", Duration::from_secs(10), |s| s.state == "idle")?;
+        d.wait_for("idle", Duration::from_secs(10), |s| s.state == "idle")?;
+        let mut bare = bare_room(&settings)?;
+        std::thread::sleep(Duration::from_secs(3));
+        let profile = thread_profile(bare.id(), window);
+        let _ = bare.kill();
+        let _ = bare.wait();
+        print_profile("one room's bare pipelines", window, &profile?);
+        return Ok(());
+    }
+    let rounds = 3;
     let (mut call_cpu, mut bare_cpu, mut secs) = (0.0, 0.0, 0.0);
     for round in 0..rounds {
         let before: Vec<f64> = pids
@@ -219,47 +243,15 @@ fn pid_of(d: &Daemon) -> Result<u32> {
 }
 
 /// Each room's work without WebRTC: encode our camera and microphone with the
-/// same settings and decode one remote stream (the other room's), twice. The
+/// same settings and the same microphone processing (noise suppression),
+/// and decode one remote stream (the other room's), twice. The
 /// decoded video is taken at its display time (`sync=true`), as the room's
 /// display sink takes it; decoded audio as it comes, as the rooms' discarded
 /// audio is.
 fn bare_pipelines_cpu(window: Duration, settings: &Encoding) -> Result<f64> {
-    let profile = diemcau_board::builtin("sim")?;
-    let spec = profile
-        .video
-        .encoders
-        .first()
-        .context("sim has an encoder")?;
-    let enc = diemcau_board::encoder::with_bitrate(spec, settings.video_kbps)
-        .0
-        .launch_fragment();
-    let (plp, dtx) = (settings.opus_loss_percent, settings.opus_dtx);
-    let one_room = format!(
-        "videotestsrc is-live=true pattern=ball ! videoconvert ! videoscale ! videorate \
-         ! video/x-raw,width=1280,height=720,framerate=30/1 \
-         ! textoverlay text=\"Bench\" valignment=bottom halignment=left font-desc=\"Sans 24\" shaded-background=true \
-         ! videoconvert ! video/x-raw,format=I420 ! queue max-size-buffers=2 leaky=downstream \
-         ! {enc} ! video/x-h264,profile=constrained-baseline,stream-format=byte-stream ! h264parse \
-         ! rtph264pay config-interval=-1 aggregate-mode=zero-latency mtu=1200 pt=96 \
-         ! rtph264depay ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=I420 \
-         ! fakesink sync=true \
-         audiotestsrc is-live=true wave=sine freq=440 volume=0.3 ! audioconvert ! audioresample \
-         ! audio/x-raw,rate=48000,channels=1 ! opusenc inband-fec=true packet-loss-percentage={plp} dtx={dtx} bitrate=32000 frame-size=20 \
-         ! rtpopuspay pt=111 ! rtpopusdepay ! opusdec plc=true ! audioconvert ! audioresample \
-         ! audio/x-raw,format=S16LE,rate=48000 ! fakesink sync=false"
-    );
-    let mut children: Vec<Child> = Vec::new();
+    let mut children = Vec::new();
     for _ in 0..2 {
-        let args = shell_words(&one_room);
-        children.push(
-            Command::new("gst-launch-1.0")
-                .arg("-q")
-                .args(&args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("gst-launch-1.0")?,
-        );
+        children.push(bare_room(settings)?);
     }
     std::thread::sleep(Duration::from_secs(3));
     let before: Vec<f64> = children
@@ -281,6 +273,77 @@ fn bare_pipelines_cpu(window: Duration, settings: &Encoding) -> Result<f64> {
         bail!("measurement window too short");
     }
     Ok(after.iter().zip(&before).map(|(a, b)| a - b).sum())
+}
+
+/// One room's bare pipelines, started with gst-launch-1.0.
+fn bare_room(settings: &Encoding) -> Result<Child> {
+    let profile = diemcau_board::builtin("sim")?;
+    let spec = profile
+        .video
+        .encoders
+        .first()
+        .context("sim has an encoder")?;
+    let enc = diemcau_board::encoder::with_bitrate(spec, settings.video_kbps)
+        .0
+        .launch_fragment();
+    let (plp, dtx) = (settings.opus_loss_percent, settings.opus_dtx);
+    // The rooms' microphone processing at its default (noise suppression;
+    // no echo cancelling: the bench rooms play no sound), as the daemon
+    // writes it.
+    let dsp = diemcau_media::AudioDsp {
+        echo_cancel: false,
+        noise_suppression: Some(diemcau_media::NoiseSuppression::Moderate),
+    }
+    .fragment(None)
+    .map(|d| format!("! {d} "))
+    .unwrap_or_default();
+    let one_room = format!(
+        "videotestsrc is-live=true pattern=ball ! videoconvert ! videoscale ! videorate \
+         ! video/x-raw,width=1280,height=720,framerate=30/1 \
+         ! textoverlay text=\"Bench\" valignment=bottom halignment=left font-desc=\"Sans 24\" shaded-background=true \
+         ! videoconvert ! video/x-raw,format=I420 ! queue max-size-buffers=2 leaky=downstream \
+         ! {enc} ! video/x-h264,profile=constrained-baseline,stream-format=byte-stream ! h264parse \
+         ! rtph264pay config-interval=-1 aggregate-mode=zero-latency mtu=1200 pt=96 \
+         ! rtph264depay ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=I420 \
+         ! fakesink sync=true \
+         audiotestsrc is-live=true wave=sine freq=440 volume=0.3 ! audioconvert ! audioresample \
+         ! audio/x-raw,format=S16LE,rate=48000,channels=1 {dsp}! opusenc inband-fec=true packet-loss-percentage={plp} dtx={dtx} bitrate=32000 frame-size=20 \
+         ! rtpopuspay pt=111 ! rtpopusdepay ! opusdec plc=true ! audioconvert ! audioresample \
+         ! audio/x-raw,format=S16LE,rate=48000 ! fakesink sync=false"
+    );
+    Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(shell_words(&one_room))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("gst-launch-1.0")
+}
+
+/// CPU seconds of each of `pid`'s threads (by name) over `window`.
+fn thread_profile(pid: u32, window: Duration) -> Result<Vec<(String, f64)>> {
+    let before = thread_cpu_seconds(pid)?;
+    std::thread::sleep(window);
+    let mut after = thread_cpu_seconds(pid)?;
+    for (name, cpu) in &mut after {
+        if let Some((_, b)) = before.iter().find(|(n, _)| n == name) {
+            *cpu -= b;
+        }
+    }
+    after.retain(|(_, c)| *c > 0.0);
+    after.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok(after)
+}
+
+fn print_profile(what: &str, window: Duration, threads: &[(String, f64)]) {
+    let total: f64 = threads.iter().map(|(_, c)| c).sum();
+    println!(
+        "threads of {what}: {total:.2} CPU-s over {window:?} ({:.1} CPU-s a minute)",
+        total * 60.0 / window.as_secs_f64()
+    );
+    for (name, cpu) in threads {
+        println!("  {name:<24} {cpu:>6.2}");
+    }
 }
 
 /// Splits a gst-launch line into arguments, keeping double-quoted parts.

@@ -598,7 +598,36 @@ pub fn peer<'a>(s: &'a Status, name: &str) -> Option<&'a diemcau_daemon::ctl::Pe
 
 /// User + system CPU seconds that process `pid` has used so far.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat_cpu_seconds(&fs::read_to_string(format!("/proc/{pid}/stat"))?)
+}
+
+/// CPU seconds (user and system) of each thread of process `pid`, by
+/// thread name with its digits taken out (`queue3:src` and `queue4:src`
+/// add up as `queue#:src`), largest first.
+pub fn thread_cpu_seconds(pid: u32) -> Result<Vec<(String, f64)>> {
+    let mut by_name: std::collections::BTreeMap<String, f64> = Default::default();
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(stat) = fs::read_to_string(task?.path().join("stat")) else {
+            continue; // the thread ended
+        };
+        let name = stat
+            .split_once('(')
+            .and_then(|(_, r)| r.rsplit_once(')'))
+            .map(|(n, _)| n)
+            .unwrap_or("?");
+        let name: String = name
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .collect::<String>()
+            .replace("##", "#");
+        *by_name.entry(name).or_default() += stat_cpu_seconds(&stat)?;
+    }
+    let mut v: Vec<_> = by_name.into_iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok(v)
+}
+
+fn stat_cpu_seconds(stat: &str) -> Result<f64> {
     let after = stat.rsplit_once(')').context("bad /proc stat")?.1;
     let f: Vec<&str> = after.split_whitespace().collect();
     // Fields after the command: state(0) ... utime(11) stime(12).
