@@ -1,35 +1,24 @@
-//! Capture feeds: the camera and the microphone, each a bin of its own at
-//! the head of the publisher's branch.
+//! Capture feeds: the camera and the microphone, each in a small pipeline
+//! of its own, feeding the publisher through an `appsrc`.
 //!
-//! The publisher's video branch starts at a `funnel` named `camera` whose
-//! output has fixed caps (I420 at the call's size and rate), its audio
-//! branch at a `funnel` named `microphone` (48 kHz mono S16). A [`Feed`]
-//! thread per branch puts into the funnel:
+//! The publisher never holds a device. Its video branch starts at an
+//! `appsrc` with fixed caps (I420 at the call's size and rate), its audio
+//! branch at an `appsrc` of 48 kHz mono S16; a [`Feed`] thread per branch
+//! fills it:
 //!
-//! - while the device is there, a capture bin
-//!   (`<device source> ! convert/scale/rate to those caps`) linked to one of
-//!   the funnel's pads, its buffers stamped with the publisher's running
-//!   time as they leave it. The bin ([`CaptureBin`]) keeps its children's
-//!   errors (ENODEV when a USB camera is pulled out) to itself and its end
-//!   of stream never reaches the funnel: a failing device is the feed's
-//!   business, and the call never sees it;
+//! - while the device is there, from a capture pipeline
+//!   (`<device source> ! convert/scale/rate to those caps ! appsink`), each
+//!   buffer re-stamped by the publisher's clock (`do-timestamp`);
 //! - while it is not (unplugged, unusable, failing, or silent for
-//!   [`STALL`]), a still "camera unavailable" slate drawn once by
-//!   `textoverlay`, or silence, at the same size and rate, pushed into the
-//!   funnel's other pad through an `appsrc` (`camera-fallback`,
-//!   `microphone-fallback`), so the encoders, the PeerConnection and the
-//!   call never notice.
-//!
-//! The device's frames go from its streaming thread straight through the
-//! publisher's branch, as in a pipeline written with `gst-launch`: no
-//! queue, copy or thread hop of the feed's own.
+//!   [`STALL`]), with a still "camera unavailable" slate drawn by
+//!   `textoverlay`, or with silence, at the same size and rate, so the
+//!   encoders, the PeerConnection and the call never notice.
 //!
 //! The thread asks the [`DeviceSource`] every [`POLL`] whether the device is
-//! present, and looks at what the capture bin kept: an error or end of
-//! stream stops the capture at once (the bin is taken out of the
-//! publisher). A device that is present again is taken back at the next
-//! poll; one that is present but fails is retried with a backoff of at most
-//! [`MAX_BACKOFF`].
+//! present, and watches the capture pipeline's bus: an error (ENODEV when a
+//! USB camera is pulled out) or end of stream stops the capture at once. A
+//! device that is present again is taken back at the next poll; one that is
+//! present but fails is retried with a backoff of at most [`MAX_BACKOFF`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,7 +26,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use diemcau_board::device::{DeviceKind, DeviceSource, Found, Probe};
-use gst::glib;
 use gst::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -172,14 +160,10 @@ impl Format {
     /// What turns any capture into exactly these caps.
     fn convert(self) -> String {
         match self {
-            Format::Video { .. } => format!(
-                "videoconvert ! videoscale ! videorate ! capsfilter caps=\"{}\"",
-                self.caps()
-            ),
-            Format::Audio => format!(
-                "audioconvert ! audioresample ! capsfilter caps=\"{}\"",
-                self.caps()
-            ),
+            Format::Video { .. } => {
+                format!("videoconvert ! videoscale ! videorate ! {}", self.caps())
+            }
+            Format::Audio => format!("audioconvert ! audioresample ! {}", self.caps()),
         }
     }
 
@@ -196,43 +180,24 @@ impl Format {
             Format::Audio => "silence",
         }
     }
-
-    /// The branch's name, and its funnel's.
-    fn name(self) -> &'static str {
-        match self {
-            Format::Video { .. } => "camera",
-            Format::Audio => "microphone",
-        }
-    }
-
-    /// The funnel heading a publisher branch of this format, with the
-    /// fallback's `appsrc` linked to it (a few buffers, the oldest dropped:
-    /// it never holds the feed thread).
-    fn head(self) -> String {
-        let buffers = match self {
-            Format::Video { .. } => 3,
-            Format::Audio => 25,
-        };
-        format!(
-            "appsrc name={name}-fallback is-live=true do-timestamp=true format=time min-latency=0 \
-             max-bytes=0 max-buffers={buffers} leaky-type=downstream caps=\"{caps}\" \
-             ! funnel name={name}",
-            name = self.name(),
-            caps = self.caps(),
-        )
-    }
 }
 
-/// The head of the publisher's video branch: the `camera` funnel, with the
-/// slate's `appsrc` on one of its pads. The branch goes on from the funnel.
-pub(crate) fn video_head(settings: &MediaSettings) -> String {
-    Format::video(settings).head()
+/// The `appsrc` that starts the publisher's video branch (named `camera`).
+pub(crate) fn video_appsrc(settings: &MediaSettings) -> String {
+    format!(
+        "appsrc name=camera is-live=true do-timestamp=true format=time min-latency=0 \
+         max-bytes=0 max-buffers=3 leaky-type=downstream caps=\"{}\"",
+        Format::video(settings).caps()
+    )
 }
 
-/// The head of the publisher's audio branch: the `microphone` funnel, with
-/// the silence's `appsrc` on one of its pads.
-pub(crate) fn audio_head() -> String {
-    Format::Audio.head()
+/// The `appsrc` that starts the publisher's audio branch (named `microphone`).
+pub(crate) fn audio_appsrc() -> String {
+    format!(
+        "appsrc name=microphone is-live=true do-timestamp=true format=time min-latency=0 \
+         max-bytes=0 max-buffers=25 leaky-type=downstream caps=\"{}\"",
+        Format::Audio.caps()
+    )
 }
 
 /// The camera and microphone feeds of one publisher.
@@ -242,23 +207,30 @@ pub struct Feeds {
 }
 
 impl Feeds {
-    /// Starts both feeds into the `camera` and `microphone` funnels of
-    /// `pipeline` (see [`video_head`], [`audio_head`]).
+    /// Starts both feeds into the `camera` and `microphone` appsrcs of
+    /// `pipeline` (see [`video_appsrc`], [`audio_appsrc`]).
     pub(crate) fn start(
         pipeline: &gst::Pipeline,
         settings: &MediaSettings,
     ) -> Result<Self, MediaError> {
+        let appsrc = |name: &str| {
+            pipeline
+                .by_name(name)
+                .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+                .ok_or_else(|| MediaError::Pipeline(format!("publisher has no appsrc {name}")))
+        };
         Ok(Feeds {
-            camera: Feed::start(settings.camera.clone(), pipeline, Format::video(settings))?,
-            microphone: Feed::start(settings.microphone.clone(), pipeline, Format::Audio)?,
+            camera: Feed::start(
+                settings.camera.clone(),
+                appsrc("camera")?,
+                Format::video(settings),
+            )?,
+            microphone: Feed::start(
+                settings.microphone.clone(),
+                appsrc("microphone")?,
+                Format::Audio,
+            )?,
         })
-    }
-
-    /// Stops both feeds and takes their captures out of the publisher (do
-    /// it before stopping the publisher's pipeline).
-    pub(crate) fn stop(&mut self) {
-        self.camera.stop();
-        self.microphone.stop();
     }
 }
 
@@ -293,41 +265,12 @@ pub struct Feed {
     thread: Option<JoinHandle<()>>,
 }
 
-/// Where a feed puts its frames: the branch's funnel, in its pipeline, and
-/// the fallback's `appsrc` on the funnel.
-struct Branch {
-    pipeline: gst::Pipeline,
-    funnel: gst::Element,
-    fallback: gst_app::AppSrc,
-}
-
-impl Branch {
-    fn of(pipeline: &gst::Pipeline, format: Format) -> Result<Self, MediaError> {
-        let name = format.name();
-        let funnel = pipeline
-            .by_name(name)
-            .ok_or_else(|| MediaError::Pipeline(format!("publisher has no funnel {name}")))?;
-        let fallback = pipeline
-            .by_name(&format!("{name}-fallback"))
-            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-            .ok_or_else(|| {
-                MediaError::Pipeline(format!("publisher has no appsrc {name}-fallback"))
-            })?;
-        Ok(Branch {
-            pipeline: pipeline.clone(),
-            funnel,
-            fallback,
-        })
-    }
-}
-
 impl Feed {
     fn start(
         source: Arc<dyn DeviceSource>,
-        pipeline: &gst::Pipeline,
+        appsrc: gst_app::AppSrc,
         format: Format,
     ) -> Result<Self, MediaError> {
-        let branch = Branch::of(pipeline, format)?;
         let kind = source.kind();
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
@@ -347,12 +290,10 @@ impl Feed {
             .spawn(move || {
                 let mut w = Worker {
                     source,
-                    branch,
+                    appsrc,
                     format,
                     shared: sh,
                     capture: None,
-                    retired: Vec::new(),
-                    captures: 0,
                     fallbacks: Fallbacks::default(),
                     retry_at: None,
                     backoff: FIRST_BACKOFF,
@@ -374,9 +315,10 @@ impl Feed {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+}
 
-    /// Stops the thread; its capture bin leaves the pipeline.
-    fn stop(&mut self) {
+impl Drop for Feed {
+    fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -384,175 +326,79 @@ impl Feed {
     }
 }
 
-impl Drop for Feed {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The bin a capture runs in. It keeps the errors of the elements inside
-/// it instead of posting them on the publisher's bus, where an error would
-/// end the call: a camera pulled out is the feed's to handle.
-mod capture_bin {
-    use std::sync::Mutex;
-
-    use gst::glib;
-    use gst::subclass::prelude::*;
-
-    #[derive(Default)]
-    pub struct CaptureBin {
-        /// The first error posted inside, with its debug detail.
-        pub(super) failure: Mutex<Option<String>>,
-    }
-
-    #[glib::object_subclass]
-    impl ObjectSubclass for CaptureBin {
-        const NAME: &'static str = "DiemcauCaptureBin";
-        type Type = super::CaptureBin;
-        type ParentType = gst::Bin;
-    }
-
-    impl ObjectImpl for CaptureBin {}
-    impl GstObjectImpl for CaptureBin {}
-    impl ElementImpl for CaptureBin {}
-
-    impl BinImpl for CaptureBin {
-        fn handle_message(&self, msg: gst::Message) {
-            if let gst::MessageView::Error(e) = msg.view() {
-                let debug = e.debug().map(|d| format!(" ({d})")).unwrap_or_default();
-                let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-                if f.is_none() {
-                    *f = Some(format!("{}{debug}", e.error()));
-                }
-                return;
-            }
-            self.parent_handle_message(msg);
-        }
-    }
-}
-
-glib::wrapper! {
-    /// See [`capture_bin`].
-    pub struct CaptureBin(ObjectSubclass<capture_bin::CaptureBin>)
-        @extends gst::Bin, gst::Element, gst::Object,
-        @implements gst::ChildProxy;
-}
-
-impl CaptureBin {
-    fn new(name: &str) -> Self {
-        glib::Object::builder().property("name", name).build()
-    }
-
-    fn failure(&self) -> Option<String> {
-        use gst::subclass::prelude::ObjectSubclassIsExt;
-        self.imp()
-            .failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-/// A capture bin running in the publisher, linked to a pad of the funnel.
+/// A running capture pipeline.
 struct Capture {
     pipeline: gst::Pipeline,
-    funnel: gst::Element,
-    bin: CaptureBin,
-    /// The funnel's pad the bin feeds.
-    pad: Option<gst::Pad>,
     found: Found,
     started_ms: u64,
-    /// The capture pushed end of stream (held back from the funnel).
-    ended: Arc<AtomicBool>,
 }
 
 impl Capture {
     fn start(
         found: &Found,
         format: Format,
-        branch: &Branch,
+        appsrc: &gst_app::AppSrc,
         shared: &Arc<Shared>,
-        name: &str,
-        retired: &mut Vec<JoinHandle<()>>,
     ) -> Result<Self, String> {
-        let desc = format!("{} ! {}", found.launch, format.convert());
-        let inner =
-            gst::parse::bin_from_description(&desc, true).map_err(|e| format!("{desc}: {e}"))?;
-        let bin = CaptureBin::new(name);
-        let out = inner
-            .static_pad("src")
-            .ok_or_else(|| format!("{desc}: no output"))?;
-        bin.add(&inner).map_err(|e| e.to_string())?;
-        let ghost = gst::GhostPad::with_target(&out).map_err(|e| e.to_string())?;
-        bin.add_pad(&ghost).map_err(|e| e.to_string())?;
-        let ended = Arc::new(AtomicBool::new(false));
-        let (sh, end, weak) = (shared.clone(), ended.clone(), bin.downgrade());
-        ghost.add_probe(
-            gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
-            move |_, info| match &mut info.data {
-                Some(gst::PadProbeData::Buffer(buf)) => {
-                    // Stamped by the publisher's running time as it leaves
-                    // the capture, as an appsrc with do-timestamp would: a
-                    // source started in a running pipeline may count from
-                    // zero.
-                    if let Some(t) = weak.upgrade().and_then(|b| b.current_running_time()) {
+        let desc = format!(
+            "{} ! {} ! appsink name=sink sync=false max-buffers=2 drop=true enable-last-sample=false",
+            found.launch,
+            format.convert()
+        );
+        let pipeline = gst::parse::launch(&desc)
+            .map_err(|e| format!("{desc}: {e}"))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| "the capture is not a pipeline".to_string())?;
+        let sink = pipeline
+            .by_name("sink")
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+            .ok_or_else(|| "the capture has no appsink".to_string())?;
+        let target = appsrc.downgrade();
+        let sh = shared.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let Ok(sample) = sink.pull_sample() else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let (Some(mut buf), Some(src)) = (sample.buffer_owned(), target.upgrade())
+                    else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    drop(sample);
+                    {
+                        // The publisher's clock stamps it (do-timestamp).
                         let b = buf.make_mut();
-                        b.set_pts(t);
+                        b.set_pts(gst::ClockTime::NONE);
                         b.set_dts(gst::ClockTime::NONE);
                     }
                     sh.last_device_push
                         .store(sh.ms(Instant::now()), Ordering::Relaxed);
-                    gst::PadProbeReturn::Ok
-                }
-                Some(gst::PadProbeData::Event(ev)) if ev.type_() == gst::EventType::Eos => {
-                    // The funnel would hold it anyway; the feed restarts.
-                    end.store(true, Ordering::Relaxed);
-                    gst::PadProbeReturn::Drop
-                }
-                _ => gst::PadProbeReturn::Ok,
-            },
+                    // A publisher going down refuses buffers (flushing):
+                    // that is not the capture's failure.
+                    let _ = src.push_buffer(buf);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
         );
-        branch.pipeline.add(&bin).map_err(|e| e.to_string())?;
-        let mut capture = Capture {
-            pipeline: branch.pipeline.clone(),
-            funnel: branch.funnel.clone(),
-            bin,
-            pad: None,
-            found: found.clone(),
-            started_ms: shared.ms(Instant::now()),
-            ended,
-        };
-        let started = (|| {
-            let pad = branch
-                .funnel
-                .request_pad_simple("sink_%u")
-                .ok_or_else(|| "the funnel gives no pad".to_string())?;
-            capture.pad = Some(pad.clone());
-            ghost
-                .link(&pad)
-                .map_err(|e| format!("the capture does not fit the publisher: {e}"))?;
-            capture
-                .bin
-                .sync_state_with_parent()
-                .map_err(|e| capture.bin.failure().unwrap_or_else(|| e.to_string()))
-        })();
-        match started {
-            Ok(()) => Ok(capture),
-            Err(why) => {
-                retired.extend(capture.retire());
-                Err(why)
-            }
+        let started_ms = shared.ms(Instant::now());
+        if let Err(e) = pipeline.set_state(gst::State::Playing) {
+            let why = bus_error(&pipeline).unwrap_or_else(|| e.to_string());
+            let _ = pipeline.set_state(gst::State::Null);
+            return Err(why);
         }
+        Ok(Capture {
+            pipeline,
+            found: found.clone(),
+            started_ms,
+        })
     }
 
-    /// An error or end of stream in the capture, or a capture that has
-    /// delivered nothing for [`SILENT_CAPTURE`].
+    /// An error or end of stream posted by the capture, or a capture that
+    /// has delivered nothing for [`SILENT_CAPTURE`].
     fn failure(&self, shared: &Shared, now: Instant) -> Option<String> {
-        if let Some(e) = self.bin.failure() {
+        if let Some(e) = bus_error(&self.pipeline) {
             return Some(e);
-        }
-        if self.ended.load(Ordering::Relaxed) {
-            return Some("the device stopped (end of stream)".into());
         }
         let last = shared.last_device_push.load(Ordering::Relaxed);
         let since = if last == u64::MAX || last < self.started_ms {
@@ -566,30 +412,27 @@ impl Capture {
     }
 }
 
-impl Capture {
-    /// Takes the capture out of the publisher at once and stops it on a
-    /// thread of its own, whose handle is returned. Its streaming thread may
-    /// be held downstream (webrtcbin holds its input until the session is
-    /// negotiated): stopping the bin waits for that thread, so it is
-    /// unlinked and out of the pipeline first, which neither waits nor lets
-    /// the publisher's own state changes wait for it. The funnel's pad is
-    /// given back once the bin has stopped.
-    fn retire(mut self) -> Option<JoinHandle<()>> {
-        let _ = self.pipeline.remove(&self.bin);
-        let bin = self.bin.clone();
-        let funnel = self.funnel.clone();
-        let pad = self.pad.take();
-        std::thread::Builder::new()
-            .name("capture-end".into())
-            .spawn(move || {
-                let _ = bin.set_state(gst::State::Null);
-                if let Some(pad) = pad {
-                    funnel.release_request_pad(&pad);
-                }
-            })
-            .inspect_err(|e| tracing::warn!(error = %e, "cannot start the thread ending a capture"))
-            .ok()
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
     }
+}
+
+/// Pops the pipeline's bus: the first error (with its debug detail, e.g.
+/// "No such device") or end of stream.
+fn bus_error(pipeline: &gst::Pipeline) -> Option<String> {
+    let bus = pipeline.bus()?;
+    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Eos]) {
+        match msg.view() {
+            gst::MessageView::Error(e) => {
+                let debug = e.debug().map(|d| format!(" ({d})")).unwrap_or_default();
+                return Some(format!("{}{debug}", e.error()));
+            }
+            gst::MessageView::Eos(_) => return Some("the device stopped (end of stream)".into()),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The buffers sent while the device is away.
@@ -674,14 +517,10 @@ fn slate_text(state: DeviceState) -> &'static str {
 
 struct Worker {
     source: Arc<dyn DeviceSource>,
-    branch: Branch,
+    appsrc: gst_app::AppSrc,
     format: Format,
     shared: Arc<Shared>,
     capture: Option<Capture>,
-    /// Captures being stopped (see [`Capture::retire`]).
-    retired: Vec<JoinHandle<()>>,
-    /// Captures started so far (each bin is named by its number).
-    captures: u32,
     fallbacks: Fallbacks,
     /// Do not restart a failed capture before this.
     retry_at: Option<Instant>,
@@ -731,12 +570,7 @@ impl Worker {
             let nap = wake.saturating_duration_since(Instant::now()).min(WATCH);
             std::thread::sleep(nap);
         }
-        if let Some(c) = self.capture.take() {
-            self.retired.extend(c.retire());
-        }
-        for t in self.retired.drain(..) {
-            let _ = t.join();
-        }
+        self.capture = None;
     }
 
     fn poll(&mut self, now: Instant) {
@@ -751,16 +585,7 @@ impl Worker {
                 if self.capture.is_some() || self.retry_at.is_some_and(|t| now < t) {
                     return;
                 }
-                self.captures += 1;
-                let name = format!("capture-{kind}-{}", self.captures);
-                match Capture::start(
-                    &found,
-                    self.format,
-                    &self.branch,
-                    &self.shared,
-                    &name,
-                    &mut self.retired,
-                ) {
+                match Capture::start(&found, self.format, &self.appsrc, &self.shared) {
                     Ok(c) => {
                         tracing::info!(device = %kind, name = %found.device, source = %found.launch, reason = %found.reason, "capturing");
                         self.capture = Some(c);
@@ -819,14 +644,7 @@ impl Worker {
     }
 
     fn stop_capture(&mut self, state: DeviceState, error: Option<String>) {
-        let had = match self.capture.take() {
-            Some(c) => {
-                self.retired.retain(|t| !t.is_finished());
-                self.retired.extend(c.retire());
-                true
-            }
-            None => false,
-        };
+        let had = self.capture.take().is_some();
         let lost = had && self.status_state() == DeviceState::Active;
         self.shared.update(|s| {
             s.state = state;
@@ -885,7 +703,7 @@ impl Worker {
                     m.set_pts(gst::ClockTime::NONE);
                     m.set_dts(gst::ClockTime::NONE);
                 }
-                let _ = self.branch.fallback.push_buffer(b);
+                let _ = self.appsrc.push_buffer(b);
             }
             self.format.fallback_name()
         };
@@ -927,18 +745,34 @@ mod tests {
         })
     }
 
-    /// A publisher stand-in: the branch's head into a counting,
-    /// luma-reading sink.
+    /// A publisher stand-in: the appsrc into a counting, luma-reading sink.
     struct Sink {
         pipeline: gst::Pipeline,
+        appsrc: gst_app::AppSrc,
         luma: Arc<Mutex<Vec<u8>>>,
     }
 
     fn sink(format: Format) -> Sink {
-        let desc = format!("{} ! appsink name=out sync=false", format.head());
+        let src = match format {
+            Format::Video { .. } => "appsrc name=camera is-live=true do-timestamp=true format=time max-bytes=0 max-buffers=3 leaky-type=downstream".to_string(),
+            Format::Audio => "appsrc name=microphone is-live=true do-timestamp=true format=time max-bytes=0 max-buffers=25 leaky-type=downstream".to_string(),
+        };
+        let desc = format!(
+            "{src} caps=\"{}\" ! appsink name=out sync=false",
+            format.caps()
+        );
         let pipeline = gst::parse::launch(&desc)
             .unwrap()
             .downcast::<gst::Pipeline>()
+            .unwrap();
+        let appsrc = pipeline
+            .by_name(if matches!(format, Format::Audio) {
+                "microphone"
+            } else {
+                "camera"
+            })
+            .unwrap()
+            .downcast::<gst_app::AppSrc>()
             .unwrap();
         let out = pipeline
             .by_name("out")
@@ -966,7 +800,11 @@ mod tests {
                 .build(),
         );
         pipeline.set_state(gst::State::Playing).unwrap();
-        Sink { pipeline, luma }
+        Sink {
+            pipeline,
+            appsrc,
+            luma,
+        }
     }
 
     impl Drop for Sink {
@@ -1006,7 +844,7 @@ mod tests {
                 why: "unplugged".into(),
             }),
         });
-        let feed = Feed::start(src.clone(), &out.pipeline, VIDEO).unwrap();
+        let feed = Feed::start(src.clone(), out.appsrc.clone(), VIDEO).unwrap();
         let s = wait(&feed, "slate", |s| s.sending == "slate");
         assert_eq!(s.state, DeviceState::Absent);
         assert_eq!(s.error.as_deref(), Some("unplugged"));
@@ -1052,7 +890,7 @@ mod tests {
                 .with_property("is-live", "true")
                 .with_property("num-buffers", "10"),
         ));
-        let feed = Feed::start(src, &out.pipeline, VIDEO).unwrap();
+        let feed = Feed::start(src, out.appsrc.clone(), VIDEO).unwrap();
         let s = wait(&feed, "retried after the end", |s| {
             s.lost >= 1 && s.returned >= 1
         });
@@ -1065,91 +903,11 @@ mod tests {
             probe: Mutex::new(found("nosuchelement-xyz")),
         });
         let out2 = sink(VIDEO);
-        let feed = Feed::start(bad, &out2.pipeline, VIDEO).unwrap();
+        let feed = Feed::start(bad, out2.appsrc.clone(), VIDEO).unwrap();
         let s = wait(&feed, "error", |s| {
             s.state == DeviceState::Error && s.sending == "slate"
         });
         assert!(s.error.unwrap().contains("nosuchelement-xyz"));
-    }
-
-    #[test]
-    fn a_device_error_stays_in_the_capture_and_off_the_publishers_bus() {
-        crate::init().unwrap();
-        let out = sink(VIDEO);
-        let src = Arc::new(Switch {
-            kind: DeviceKind::Camera,
-            probe: Mutex::new(found("filesrc location=/nonexistent/diemcau-camera")),
-        });
-        let feed = Feed::start(src.clone(), &out.pipeline, VIDEO).unwrap();
-        let s = wait(&feed, "error", |s| {
-            s.state == DeviceState::Error && s.sending == "slate"
-        });
-        let error = s.error.unwrap();
-        assert!(error.contains("nonexistent/diemcau-camera"), "{error}");
-        // A good device then: the publisher never saw the error.
-        *src.probe.lock().unwrap() =
-            found("videotestsrc is-live=true pattern=solid-color foreground-color=0xff000000");
-        wait(&feed, "device", |s| s.state == DeviceState::Active);
-        let bus = out.pipeline.bus().unwrap();
-        assert!(
-            bus.pop_filtered(&[gst::MessageType::Error]).is_none(),
-            "a capture's error reached the publisher"
-        );
-        // Only the capture of the moment is in the pipeline.
-        let captures = out
-            .pipeline
-            .children()
-            .iter()
-            .filter(|c| c.name().starts_with("capture-"))
-            .count();
-        assert_eq!(captures, 1);
-        drop(feed);
-        assert!(
-            !out.pipeline
-                .children()
-                .iter()
-                .any(|c| c.name().starts_with("capture-"))
-        );
-    }
-
-    /// webrtcbin holds its input until the session is negotiated: a device
-    /// lost then must not hold the feed, nor the publisher's stopping.
-    #[test]
-    fn a_capture_held_downstream_is_let_go() {
-        crate::init().unwrap();
-        let out = sink(VIDEO);
-        let src = Arc::new(Switch {
-            kind: DeviceKind::Camera,
-            probe: Mutex::new(found("videotestsrc is-live=true")),
-        });
-        let feed = Feed::start(src.clone(), &out.pipeline, VIDEO).unwrap();
-        wait(&feed, "device", |s| s.state == DeviceState::Active);
-        let held = out
-            .pipeline
-            .by_name("out")
-            .unwrap()
-            .static_pad("sink")
-            .unwrap();
-        held.add_probe(
-            gst::PadProbeType::BLOCK_DOWNSTREAM | gst::PadProbeType::BUFFER,
-            |_, _| gst::PadProbeReturn::Ok,
-        );
-        std::thread::sleep(Duration::from_millis(200));
-        *src.probe.lock().unwrap() = Probe::Absent {
-            why: "pulled out".into(),
-        };
-        let s = wait(&feed, "absent", |s| s.state == DeviceState::Absent);
-        assert_eq!(s.lost, 1);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = out.pipeline.set_state(gst::State::Null);
-            drop(feed);
-            let _ = tx.send(());
-        });
-        assert!(
-            rx.recv_timeout(Duration::from_secs(10)).is_ok(),
-            "the publisher and its feed did not stop"
-        );
     }
 
     #[test]
@@ -1163,7 +921,7 @@ mod tests {
                 error: "camera offers no usable mode".into(),
             }),
         });
-        let feed = Feed::start(src, &out.pipeline, VIDEO).unwrap();
+        let feed = Feed::start(src, out.appsrc.clone(), VIDEO).unwrap();
         let s = wait(&feed, "error", |s| {
             s.state == DeviceState::Error && s.sending == "slate"
         });
@@ -1182,7 +940,7 @@ mod tests {
                 why: "unplugged".into(),
             }),
         });
-        let feed = Feed::start(src.clone(), &out.pipeline, Format::Audio).unwrap();
+        let feed = Feed::start(src.clone(), out.appsrc.clone(), Format::Audio).unwrap();
         wait(&feed, "silence", |s| s.sending == "silence");
         let n0 = out.luma.lock().unwrap().len();
         std::thread::sleep(Duration::from_millis(500));

@@ -4,7 +4,7 @@
 //! can change what is sent while it runs, through [`Publisher::apply`]:
 //!
 //! ```text
-//! funnel camera (capture bin or slate, fixed format) ! videorate ! videoscale ! capsfilter name=ladder
+//! camera ! (fixed camera format) ! videorate ! videoscale ! capsfilter name=ladder
 //!   ! textoverlay ! stamp ! valve name=videovalve ! queue ! encoder name=venc ! ... ! webrtcbin
 //! microphone ! ... ! opusenc name=aenc ! ... ! webrtcbin
 //! ```
@@ -73,11 +73,7 @@ struct Applied {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        // The pipeline stops first: that releases a capture's streaming
-        // thread held in webrtcbin (which holds its input until the session
-        // is negotiated), which the feeds' stopping would wait for.
         let _ = self.pipeline.set_state(gst::State::Null);
-        self.feeds.stop();
     }
 }
 
@@ -146,11 +142,14 @@ fn self_view(settings: &MediaSettings) -> String {
 /// the microphone's echo is cancelled against the `webrtcechoprobe` called
 /// `echo_probe` (see [`crate::echo`]).
 pub fn description(settings: &MediaSettings, echo_probe: Option<&str>) -> String {
+    let v = &settings.profile.video;
     let codec = diemcau_board::encoder::codec(&settings.encoder.element);
     let top = top_step(&settings.profile);
     format!(
         "webrtcbin name=webrtc \
-         {vsrc} ! videorate name=ladderrate drop-only=true ! videoscale name=ladderscale \
+         {vsrc} ! videoconvert ! videoscale ! videorate \
+         ! video/x-raw,width={w},height={h},framerate={fps}/1 \
+         ! videorate name=ladderrate drop-only=true ! videoscale name=ladderscale \
          ! capsfilter name={LADDER} caps=\"{ladder}\" \
          ! textoverlay text=\"{name}\" valignment=bottom halignment=left font-desc=\"Sans 24\" shaded-background=true \
          ! videoconvert ! video/x-raw,format=I420 ! identity name=stamp {selfview}\
@@ -163,14 +162,17 @@ pub fn description(settings: &MediaSettings, echo_probe: Option<&str>) -> String
          ! opusenc name={AUDIO_ENCODER} inband-fec=true packet-loss-percentage={OPUS_START_LOSS_PERCENT} dtx=false bitrate=32000 frame-size=20 \
          ! rtpopuspay pt=111 \
          ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000 ! webrtc.",
-        vsrc = crate::feed::video_head(settings),
+        vsrc = crate::feed::video_appsrc(settings),
+        w = v.width,
+        h = v.height,
+        fps = v.framerate,
         ladder = ladder_caps(camera(&settings.profile), top, top),
         name = escape(&settings.room_name),
         enc = start_encoder(settings).launch_fragment(),
         payloader = video_payloader(codec),
         codec = codec.encoding_name(),
         selfview = self_view(settings),
-        asrc = crate::feed::audio_head(),
+        asrc = crate::feed::audio_appsrc(),
         acaps = crate::echo::AUDIO_CAPS,
         dsp = settings
             .audio_dsp
@@ -255,9 +257,6 @@ impl Publisher {
                 gst::PadProbeReturn::Ok
             });
         }
-        // The system clock, never a device's: a microphone's clock would go
-        // with the microphone when it is pulled out.
-        pipeline.use_clock(Some(&gst::SystemClock::obtain()));
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| MediaError::Pipeline(format!("publisher does not start: {e}")))?;
