@@ -615,11 +615,15 @@ pub fn thread_cpu_seconds(pid: u32) -> Result<Vec<(String, f64)>> {
             .and_then(|(_, r)| r.rsplit_once(')'))
             .map(|(n, _)| n)
             .unwrap_or("?");
-        let name: String = name
-            .chars()
-            .map(|c| if c.is_ascii_digit() { '#' } else { c })
-            .collect::<String>()
-            .replace("##", "#");
+        let mut short = String::new();
+        for c in name.chars() {
+            if !c.is_ascii_digit() {
+                short.push(c);
+            } else if !short.ends_with('#') {
+                short.push('#');
+            }
+        }
+        let name = short;
         *by_name.entry(name).or_default() += stat_cpu_seconds(&stat)?;
     }
     let mut v: Vec<_> = by_name.into_iter().collect();
