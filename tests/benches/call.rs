@@ -135,13 +135,7 @@ fn main() -> Result<()> {
     sb.stamp = false;
     let c = Daemon::start(dir.path(), &sa)?;
     let d = Daemon::start(dir.path(), &sb)?;
-    c.ctl(CtlCommand::Join)?;
-    d.ctl(CtlCommand::Join)?;
-    for (x, other) in [(&c, "Bench D"), (&d, "Bench C")] {
-        x.wait_for("video", Duration::from_secs(20), |s| {
-            peer(s, other).is_some_and(|p| p.media.video_frames > 60)
-        })?;
-    }
+    join_both(&c, &d)?;
     let window = Duration::from_secs(20);
     let pids = [pid_of(&c)?, pid_of(&d)?];
     if threads {
@@ -153,10 +147,7 @@ fn main() -> Result<()> {
             window,
             &thread_profile(pids[0], window)?,
         );
-        c.ctl(CtlCommand::Leave)?;
-        d.ctl(CtlCommand::Leave)?;
-        c.wait_for("idle", Duration::from_secs(10), |s| s.state == "idle")?;
-        d.wait_for("idle", Duration::from_secs(10), |s| s.state == "idle")?;
+        leave_both(&c, &d)?;
         let mut bare = bare_room(&settings)?;
         std::thread::sleep(Duration::from_secs(3));
         let profile = thread_profile(bare.id(), window);
@@ -183,10 +174,7 @@ fn main() -> Result<()> {
         // expected loss from their start values).
         let settings = Encoding::of(&c)?;
         // The bare pipelines run with the call left, so the two never compete.
-        c.ctl(CtlCommand::Leave)?;
-        d.ctl(CtlCommand::Leave)?;
-        c.wait_for("idle", Duration::from_secs(10), |s| s.state == "idle")?;
-        d.wait_for("idle", Duration::from_secs(10), |s| s.state == "idle")?;
+        leave_both(&c, &d)?;
         let bare = bare_pipelines_cpu(window, &settings)?;
         println!(
             "round {round}: call {call:.2} CPU-s, bare {bare:.2} CPU-s per {window:?} (ratio {:.2}; {settings:?})",
@@ -196,13 +184,7 @@ fn main() -> Result<()> {
         bare_cpu += bare;
         secs += window.as_secs_f64();
         if round + 1 < rounds {
-            c.ctl(CtlCommand::Join)?;
-            d.ctl(CtlCommand::Join)?;
-            for (x, other) in [(&c, "Bench D"), (&d, "Bench C")] {
-                x.wait_for("video", Duration::from_secs(20), |s| {
-                    peer(s, other).is_some_and(|p| p.media.video_frames > 60)
-                })?;
-            }
+            join_both(&c, &d)?;
         }
     }
     let per_min = 60.0 / secs;
@@ -236,6 +218,29 @@ impl Encoding {
             opus_dtx: a.opus_dtx,
         })
     }
+}
+
+/// Both rooms join, and each has received 60 frames of the other.
+fn join_both(c: &Daemon, d: &Daemon) -> Result<()> {
+    c.ctl(CtlCommand::Join)?;
+    d.ctl(CtlCommand::Join)?;
+    for (x, other) in [(c, d), (d, c)] {
+        x.wait_for("video", Duration::from_secs(20), |s| {
+            peer(s, &other.name).is_some_and(|p| p.media.video_frames > 60)
+        })?;
+    }
+    Ok(())
+}
+
+/// Both rooms leave the call and are idle.
+fn leave_both(c: &Daemon, d: &Daemon) -> Result<()> {
+    for x in [c, d] {
+        x.ctl(CtlCommand::Leave)?;
+    }
+    for x in [c, d] {
+        x.wait_for("idle", Duration::from_secs(10), |s| s.state == "idle")?;
+    }
+    Ok(())
 }
 
 fn pid_of(d: &Daemon) -> Result<u32> {
