@@ -312,9 +312,10 @@ fn bare_room(settings: &Encoding) -> Result<Child> {
          ! rtph264depay ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=I420 \
          ! fakesink sync=true \
          audiotestsrc is-live=true wave=sine freq=440 volume=0.3 ! audioconvert ! audioresample \
-         ! audio/x-raw,format=S16LE,rate=48000,channels=1 {dsp}! opusenc inband-fec=true packet-loss-percentage={plp} dtx={dtx} bitrate=32000 frame-size=20 \
+         ! audio/x-raw,format=S16LE,rate=48000,channels=1 {dsp}! opusenc inband-fec=true packet-loss-percentage={plp} dtx={dtx} bitrate=32000 frame-size={opus_ms} \
          ! rtpopuspay pt=111 ! rtpopusdepay ! opusdec plc=true ! audioconvert ! audioresample \
-         ! audio/x-raw,format=S16LE,rate=48000 ! fakesink sync=false"
+         ! audio/x-raw,format=S16LE,rate=48000 ! fakesink sync=false",
+        opus_ms = diemcau_media::publisher::OPUS_FRAME_MS,
     );
     Command::new("gst-launch-1.0")
         .arg("-q")

@@ -266,10 +266,14 @@ events: {{
             ),
         )?;
     }
+    // As ops creates its rooms (ops/server/src/janus.rs): no periodic
+    // keyframe requests from Janus (`fir_freq` 0, its default; the rooms'
+    // encoders send one every two seconds and on every PLI), a 2 Mbit/s
+    // cap (the top of the rooms' own ladder).
     let mut vr = String::from("general: {\n}\n");
     for r in rooms {
         vr.push_str(&format!(
-            "room-{id}: {{\n\tdescription = \"diemcau test room {id}\"\n\tpublishers = 64\n\tbitrate = 2000000\n\tfir_freq = 5\n\tvideocodec = \"h264,vp8\"\n\taudiocodec = \"opus\"\n\tnotify_joining = true\n{pin}}}\n",
+            "room-{id}: {{\n\tdescription = \"diemcau test room {id}\"\n\tpublishers = 64\n\tbitrate = 2000000\n\tvideocodec = \"h264,vp8\"\n\taudiocodec = \"opus\"\n\tnotify_joining = true\n{pin}}}\n",
             id = r.id,
             pin = r
                 .pin

@@ -241,7 +241,8 @@ pub struct Config {
     /// Paused video resumes once the rate is back above this, kbit/s.
     pub resume_kbps: u32,
     /// What audio needs, kbit/s (Opus at 32 kbit/s plus RTP/SRTP/UDP/IP
-    /// overhead of 50 packets a second), subtracted from an estimate.
+    /// overhead of 25 packets a second, and RTCP), subtracted from an
+    /// estimate.
     pub audio_kbps: u32,
     /// Round-trip time this far above the lowest seen holds the rate.
     pub queue_delay_ms: f64,
