@@ -266,10 +266,10 @@ events: {{
             ),
         )?;
     }
-    // As ops creates its rooms (ops/server/src/janus.rs): no periodic
+    // As ops creates its rooms (ops/server/src/janus.rs), no periodic
     // keyframe requests from Janus (`fir_freq` 0, its default; the rooms'
-    // encoders send one every two seconds and on every PLI), a 2 Mbit/s
-    // cap (the top of the rooms' own ladder).
+    // encoders send one every two seconds and on every PLI). The 2 Mbit/s
+    // cap, which ops does not set, is the top of the rooms' own ladder.
     let mut vr = String::from("general: {\n}\n");
     for r in rooms {
         vr.push_str(&format!(
